@@ -1,5 +1,17 @@
 //! keygate: an API-key gateway in front of OpenAI- and Anthropic-compatible LLM APIs.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod keyring;
+pub mod keys;
+pub mod net;
+pub mod policy;
+pub mod reload;
 pub mod scope;
+pub mod serve;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,90 @@
+//! System handlers: the audit log, status, the effective config and reload.
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::api::AuditEntry;
+use super::{AdminResponse, ApiError, Ctx, Query, json, views};
+use crate::reload::{self, Trigger};
+
+/// SPEC §3: audit `limit` default and maximum.
+const AUDIT_DEFAULT: usize = 100;
+const AUDIT_MAX: usize = 1000;
+
+pub async fn audit(ctx: &Ctx, query: &Query) -> Result<AdminResponse, ApiError> {
+    let limit = query.limit("limit", AUDIT_DEFAULT, AUDIT_MAX)?;
+    let before = match query.get("before") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| ApiError::InvalidQuery {
+            param: "before".into(),
+            message: "before must be an audit sequence number".into(),
+        })?),
+    };
+    let records = ctx
+        .app
+        .blocking(move |store| store.read(|tx| tx.audit(limit, before)))
+        .await
+        .map_err(ApiError::from)?;
+    let entries: Vec<AuditEntry> = records.iter().map(views::audit_entry).collect();
+    Ok(json(StatusCode::OK, &entries))
+}
+
+pub async fn status(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
+    let app = &ctx.app;
+    let keys_stored = app
+        .blocking(|store| store.read(|tx| tx.key_count()))
+        .await
+        .map_err(ApiError::from)?;
+    let body = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.uptime_ms() / 1000,
+        "config_generation": app.generation(),
+        "config_source": app.config().source.as_ref().map(|p| p.display().to_string()),
+        "last_reload": app.last_reload.get(),
+        "keys": {
+            "stored": keys_stored,
+            "indexed_secrets": app.keyring.len(),
+        },
+        "accounts": app.keyring.account_count(),
+        "requests_served": app.requests_served(),
+    });
+    Ok(json(StatusCode::OK, &body))
+}
+
+pub async fn config(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
+    let snapshot = ctx.app.config();
+    let body = json!({
+        "generation": ctx.app.generation(),
+        "source": snapshot.source.as_ref().map(|p| p.display().to_string()),
+        "warnings": snapshot.warnings,
+        "last_reload": ctx.app.last_reload.get(),
+        "config": snapshot.to_json(),
+    });
+    Ok(json(StatusCode::OK, &body))
+}
+
+pub async fn reload(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
+    let app = std::sync::Arc::clone(&ctx.app);
+    let actor = ctx.peer.actor();
+    let report = tokio::task::spawn_blocking(move || {
+        let report = reload::reload(&app, Trigger::Api);
+        let details = json!({"ok": report.ok, "generation": report.generation,
+            "errors": report.errors.len(), "restart_needed": report.restart_needed});
+        let now = app.clock.now_ms();
+        if let Err(e) = app
+            .store
+            .write(|tx| tx.audit(now, actor, "config.reload", None, details))
+        {
+            tracing::error!(error = %e, "cannot record the reload in the audit log");
+        }
+        report
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?;
+    let status = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    Ok(json(status, &report))
+}

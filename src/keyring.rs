@@ -1,0 +1,329 @@
+//! The in-memory key index the data plane verifies against: blake3 hash → key state.
+//!
+//! It is loaded from redb at startup and changed by the admin code right after each commit, so a
+//! request never touches the disk and an admin change is in force before the API answers. Keys
+//! are spread over [`SHARDS`] read-write-locked maps; a lookup takes one uncontended read lock.
+//! A key's [`KeyState`] is shared by all of its hashes (the current secret and, after a rotation,
+//! the previous one during its grace period) and outlives policy changes: the policy inside is
+//! swapped whole, while counters and buckets stay.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+
+use crate::keys::KeyHash;
+use crate::policy::{Limits, OriginPattern};
+use crate::scope::Scopes;
+use crate::store::{AccountRecord, KeyRecord};
+
+/// 64 shards: admin writes to one shard never stall lookups in the others, and the per-shard
+/// maps stay small enough to grow without long pauses.
+pub const SHARDS: usize = 64;
+
+/// What a request is checked against. Built from a [`KeyRecord`] when the key changes.
+#[derive(Debug)]
+pub struct KeyPolicy {
+    pub account: Arc<AccountState>,
+    pub scopes: Scopes,
+    pub is_active: bool,
+    pub expires_at_ms: Option<i64>,
+    /// Rarely set, so kept out of line to keep a million keys small.
+    pub restrictions: Option<Box<Restrictions>>,
+    /// The key's own limits; unset ones fall back to the config's `[limits]`.
+    pub limits: Limits,
+}
+
+/// Per-key allow-lists; an empty list allows everything.
+#[derive(Debug, Default)]
+pub struct Restrictions {
+    pub origins: Vec<OriginPattern>,
+    pub ips: Vec<IpNet>,
+    pub models: Vec<String>,
+}
+
+/// A key as the data plane knows it.
+#[derive(Debug)]
+pub struct KeyState {
+    id: KeyId,
+    policy: ArcSwap<KeyPolicy>,
+}
+
+impl KeyState {
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// The current policy; hold the `Arc` for the whole request.
+    pub fn policy(&self) -> Arc<KeyPolicy> {
+        self.policy.load_full()
+    }
+}
+
+/// An account as the data plane knows it: shared by its keys.
+#[derive(Debug)]
+pub struct AccountState {
+    name: Arc<str>,
+    limits: ArcSwap<Limits>,
+}
+
+impl AccountState {
+    fn new(name: &str, limits: Limits) -> AccountState {
+        AccountState {
+            name: Arc::from(name),
+            limits: ArcSwap::from_pointee(limits),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+}
+
+/// A key id stored inline (ids are always `key_` + 16 base62 = 20 bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct KeyId([u8; 20]);
+
+impl KeyId {
+    fn new(id: &str) -> Option<KeyId> {
+        id.as_bytes().try_into().ok().map(KeyId)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only built from a `&str` of exactly this length, so always valid UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or("key_?")
+    }
+}
+
+impl std::fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Hashes a [`KeyHash`] by taking the `u64` it writes (its first 8 bytes) as is.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<KeyHash, Slot, BuildHasherDefault<PassThrough>>;
+
+/// A map entry: the key, and until when this hash is accepted (`i64::MAX` for the current
+/// secret; the grace end for a rotated-out one).
+#[derive(Debug, Clone)]
+struct Slot {
+    key: Arc<KeyState>,
+    until_ms: i64,
+}
+
+/// Why a key record cannot be indexed (a stored value the current code cannot interpret).
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("key id {0:?} is malformed")]
+    BadId(String),
+    #[error("key {id}: {message}")]
+    BadPolicy { id: String, message: String },
+}
+
+/// The index itself.
+pub struct Keyring {
+    shards: Box<[RwLock<Shard>]>,
+    accounts: RwLock<HashMap<String, Arc<AccountState>>>,
+}
+
+impl Default for Keyring {
+    fn default() -> Self {
+        Keyring::new()
+    }
+}
+
+impl Keyring {
+    pub fn new() -> Keyring {
+        Keyring {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            accounts: RwLock::default(),
+        }
+    }
+
+    fn shard(&self, hash: &KeyHash) -> &RwLock<Shard> {
+        // The last byte is independent of the 8 bytes the maps hash on.
+        &self.shards[usize::from(hash.0[31]) % SHARDS]
+    }
+
+    /// The key a presented secret's hash belongs to, if that secret is accepted at `now_ms`.
+    pub fn find(&self, hash: &KeyHash, now_ms: i64) -> Option<Arc<KeyState>> {
+        let shard = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
+        shard
+            .get(hash)
+            .filter(|slot| slot.until_ms > now_ms)
+            .map(|slot| Arc::clone(&slot.key))
+    }
+
+    /// Number of indexed secrets (current ones plus those in a grace period).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The shared state of an account, created with no limits if it is not known yet.
+    pub fn account(&self, name: &str) -> Arc<AccountState> {
+        if let Some(state) = self.read_accounts().get(name) {
+            return Arc::clone(state);
+        }
+        let mut accounts = self.accounts.write().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            accounts
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(AccountState::new(name, Limits::default()))),
+        )
+    }
+
+    fn read_accounts(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<AccountState>>> {
+        self.accounts.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.read_accounts().len()
+    }
+
+    /// Puts an account's current limits in force.
+    pub fn apply_account(&self, record: &AccountRecord) {
+        self.account(&record.name)
+            .limits
+            .store(Arc::new(Limits::from_record(&record.limits)));
+    }
+
+    /// Forgets an account's limits (it was deleted); its keys keep their state object.
+    pub fn remove_account(&self, name: &str) {
+        if let Some(state) = self.read_accounts().get(name) {
+            state.limits.store(Arc::new(Limits::default()));
+        }
+    }
+
+    /// Makes the index match `new`, the key as just committed. `old` is the record it replaced.
+    /// New hashes are inserted before old ones are removed, so a rotation never has a gap.
+    pub fn apply(&self, old: Option<&KeyRecord>, new: &KeyRecord) -> Result<(), IndexError> {
+        let policy = self.policy_for(new)?;
+        let existing = old
+            .into_iter()
+            .chain([new])
+            .flat_map(|r| [Some(r.hash), r.previous.map(|p| p.hash)])
+            .flatten()
+            .find_map(|h| self.slot_key(&KeyHash(h)));
+        let state = match existing {
+            Some(state) => {
+                state.policy.store(Arc::new(policy));
+                state
+            }
+            None => Arc::new(KeyState {
+                id: KeyId::new(&new.id).ok_or_else(|| IndexError::BadId(new.id.clone()))?,
+                policy: ArcSwap::from_pointee(policy),
+            }),
+        };
+        let mut keep: Vec<(KeyHash, i64)> = Vec::with_capacity(2);
+        if new.revoked_at_ms.is_none() {
+            keep.push((KeyHash(new.hash), i64::MAX));
+            if let Some(prev) = new.previous {
+                keep.push((KeyHash(prev.hash), prev.until_ms));
+            }
+        }
+        for &(hash, until_ms) in &keep {
+            self.shard(&hash).write().unwrap_or_else(|e| e.into_inner()).insert(
+                hash,
+                Slot {
+                    key: Arc::clone(&state),
+                    until_ms,
+                },
+            );
+        }
+        let stale = old
+            .into_iter()
+            .flat_map(|r| [Some(r.hash), r.previous.map(|p| p.hash)])
+            .flatten()
+            .map(KeyHash)
+            .filter(|h| !keep.iter().any(|(k, _)| k == h));
+        for hash in stale {
+            self.shard(&hash).write().unwrap_or_else(|e| e.into_inner()).remove(&hash);
+        }
+        Ok(())
+    }
+
+    /// Removes rotated-out secrets whose grace ended before `now_ms`; returns how many.
+    pub fn sweep_expired_grace(&self, now_ms: i64) -> usize {
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
+            let before = map.len();
+            map.retain(|_, slot| slot.until_ms == i64::MAX || slot.until_ms > now_ms);
+            removed += before - map.len();
+        }
+        removed
+    }
+
+    fn slot_key(&self, hash: &KeyHash) -> Option<Arc<KeyState>> {
+        let shard = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
+        shard.get(hash).map(|slot| Arc::clone(&slot.key))
+    }
+
+    fn policy_for(&self, record: &KeyRecord) -> Result<KeyPolicy, IndexError> {
+        let bad = |message: String| IndexError::BadPolicy {
+            id: record.id.clone(),
+            message,
+        };
+        let restrictions = if record.allowed_origins.is_empty()
+            && record.allowed_ips.is_empty()
+            && record.allowed_models.is_empty()
+        {
+            None
+        } else {
+            Some(Box::new(Restrictions {
+                origins: record
+                    .allowed_origins
+                    .iter()
+                    .map(|o| OriginPattern::parse(o))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+                ips: record
+                    .allowed_ips
+                    .iter()
+                    .map(|n| crate::policy::parse_net(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(bad)?,
+                models: record.allowed_models.clone(),
+            }))
+        };
+        Ok(KeyPolicy {
+            account: self.account(&record.account),
+            scopes: Scopes::from_bits(record.scopes),
+            is_active: record.is_active,
+            expires_at_ms: record.expires_at_ms,
+            restrictions,
+            limits: Limits::from_record(&record.limits),
+        })
+    }
+}

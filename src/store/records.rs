@@ -1,0 +1,209 @@
+//! The records keygate persists, and their versioned encoding.
+//!
+//! Every stored value is one version byte followed by the postcard encoding of that version's
+//! struct. A later schema adds a `V2` struct and a migration in [`decode`]'s match; old files keep
+//! loading. Timestamps are Unix milliseconds; durations are milliseconds.
+
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Schema version written by this build, for every record type.
+pub const VERSION: u8 = 1;
+
+/// Why a stored value could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("stored {what} has unknown schema version {version} (this build reads {VERSION})")]
+    UnknownVersion { what: &'static str, version: u8 },
+    #[error("stored {what} is empty")]
+    Empty { what: &'static str },
+    #[error("stored {what} does not decode: {source}")]
+    Decode {
+        what: &'static str,
+        source: postcard::Error,
+    },
+}
+
+/// A record type with a stable name (for messages) and a versioned encoding.
+pub trait Record: Serialize + DeserializeOwned {
+    const WHAT: &'static str;
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        // Serializing plain structs into a Vec cannot fail: postcard only fails on a full buffer
+        // or on types it cannot represent, and these records have neither.
+        let body = postcard::to_allocvec(self).expect("records are postcard-representable");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, CodecError> {
+        let (&version, body) = bytes
+            .split_first()
+            .ok_or(CodecError::Empty { what: Self::WHAT })?;
+        match version {
+            VERSION => postcard::from_bytes(body).map_err(|source| CodecError::Decode {
+                what: Self::WHAT,
+                source,
+            }),
+            version => Err(CodecError::UnknownVersion {
+                what: Self::WHAT,
+                version,
+            }),
+        }
+    }
+}
+
+/// A request or token rate as stored: `amount` per `interval_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RateRecord {
+    pub amount: u64,
+    pub interval_ms: u64,
+}
+
+/// A quota as stored. `period`: 0 = day, 1 = month, 2 = total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRecord {
+    pub requests: Option<u64>,
+    pub tokens: Option<u64>,
+    pub period: u8,
+}
+
+/// The limits a key or an account may set; `None` defers to the next layer or the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitsRecord {
+    pub rate_limit: Option<RateRecord>,
+    pub token_limit: Option<RateRecord>,
+    pub quota: Option<QuotaRecord>,
+}
+
+/// A key's previous secret, still accepted until `until_ms` after a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraceRecord {
+    pub hash: [u8; 32],
+    pub until_ms: i64,
+}
+
+/// One API key. The secret itself is never stored, only `hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub account: String,
+    pub name: String,
+    /// blake3 of the whole current secret.
+    pub hash: [u8; 32],
+    /// The secret replaced by the last rotation, while its grace period lasts.
+    pub previous: Option<GraceRecord>,
+    /// `prefix` + first 12 body characters, for lists.
+    pub key_prefix: String,
+    /// Bits of [`crate::scope::Scopes`].
+    pub scopes: u8,
+    pub is_active: bool,
+    pub primary: bool,
+    pub created_at_ms: i64,
+    pub expires_at_ms: Option<i64>,
+    /// Set by revocation, which is final: the hash is no longer indexed.
+    pub revoked_at_ms: Option<i64>,
+    pub allowed_origins: Vec<String>,
+    pub allowed_ips: Vec<String>,
+    pub allowed_models: Vec<String>,
+    pub limits: LimitsRecord,
+    /// A JSON object, as text (postcard cannot carry free-form JSON values).
+    pub metadata: String,
+}
+
+impl Record for KeyRecord {
+    const WHAT: &'static str = "key";
+}
+
+impl KeyRecord {
+    /// Not revoked and not disabled (expiry is checked against the clock separately).
+    pub fn is_live(&self) -> bool {
+        self.revoked_at_ms.is_none() && self.is_active
+    }
+
+    /// Counts against the account's key limit: live and not expired at `now_ms`.
+    pub fn counts_as_active(&self, now_ms: i64) -> bool {
+        self.is_live() && self.expires_at_ms.is_none_or(|at| at > now_ms)
+    }
+}
+
+/// An account: a group of keys that may share limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRecord {
+    pub name: String,
+    pub created_at_ms: i64,
+    /// Overrides `keys.max_active_per_account` for this account.
+    pub max_active_keys: Option<u32>,
+    pub limits: LimitsRecord,
+}
+
+impl Record for AccountRecord {
+    const WHAT: &'static str = "account";
+}
+
+/// Who made an admin change: the socket peer's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: Option<i32>,
+}
+
+/// One admin action. `details` is a JSON object (as text) that never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub actor: Actor,
+    /// e.g. `key.create`, `key.revoke`, `account.update`, `config.reload`.
+    pub action: String,
+    /// The key id or account name acted on, if any.
+    pub target: Option<String>,
+    pub details: String,
+}
+
+impl Record for AuditRecord {
+    const WHAT: &'static str = "audit entry";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> AccountRecord {
+        AccountRecord {
+            name: "acme".into(),
+            created_at_ms: 1,
+            max_active_keys: Some(3),
+            limits: LimitsRecord {
+                rate_limit: Some(RateRecord {
+                    amount: 5,
+                    interval_ms: 1000,
+                }),
+                token_limit: None,
+                quota: Some(QuotaRecord {
+                    requests: None,
+                    tokens: Some(9),
+                    period: 1,
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn a_record_round_trips_with_its_version_byte() {
+        let bytes = account().encode();
+        assert_eq!(bytes[0], VERSION);
+        assert_eq!(AccountRecord::decode(&bytes).unwrap(), account());
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused_by_name() {
+        let mut bytes = account().encode();
+        bytes[0] = 99;
+        let err = AccountRecord::decode(&bytes).unwrap_err();
+        assert!(matches!(err, CodecError::UnknownVersion { version: 99, .. }), "{err}");
+        assert!(matches!(AccountRecord::decode(&[]), Err(CodecError::Empty { .. })));
+        assert!(matches!(AccountRecord::decode(&[VERSION, 0xff]), Err(CodecError::Decode { .. })));
+    }
+}
