@@ -94,6 +94,10 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, ParseError> {
     if bytes.len() > MAX_KEY_LEN || bytes.len() < 1 + BODY_LEN + CHECKSUM_LEN {
         return Err(ParseError::Length);
     }
+    // Every valid key is ASCII; checking first also makes the slicing below char-safe.
+    if !bytes.is_ascii() {
+        return Err(ParseError::Charset);
+    }
     let prefix_len = bytes.len() - BODY_LEN - CHECKSUM_LEN;
     let (signed, checksum) = bytes.split_at(prefix_len + BODY_LEN);
     if !valid_prefix(&key[..prefix_len]) {
@@ -240,7 +244,8 @@ mod tests {
     fn malformed_keys_are_rejected_with_their_reason() {
         let key = fresh("sk-kg-");
         assert_eq!(parse("").err(), Some(ParseError::Length));
-        assert_eq!(parse(&key[1..]).err(), Some(ParseError::Prefix));
+        assert_eq!(parse(&format!("9{}", &key[1..])).err(), Some(ParseError::Prefix));
+        assert_eq!(parse(&format!("é{}", &key[2..])).err(), Some(ParseError::Charset));
         assert_eq!(parse(&format!("{key}{key}")).err(), Some(ParseError::Length));
         let body_at = key.len() - CHECKSUM_LEN - 1;
         let mut bad = key.clone();
@@ -318,9 +323,12 @@ mod tests {
             prop_assert!(parse(&changed).is_err(), "{} was accepted", changed);
         }
 
+        /// Regression: a multi-byte character where the prefix ends used to panic the parser.
         #[test]
         fn arbitrary_strings_never_panic_the_parser(s in ".{0,64}") {
-            let _ = parse(&s);
+            if let Ok(parsed) = parse(&s) {
+                prop_assert!(s.starts_with(parsed.prefix()));
+            }
         }
     }
 }
