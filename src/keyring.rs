@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use crate::keys::KeyHash;
+use crate::limits::Bucket;
 use crate::policy::{Limits, OriginPattern};
 use crate::scope::Scopes;
 use crate::store::{AccountRecord, KeyRecord};
@@ -49,6 +50,10 @@ pub struct Restrictions {
 pub struct KeyState {
     id: KeyId,
     policy: ArcSwap<KeyPolicy>,
+    /// The key's own request bucket.
+    pub requests: Bucket,
+    /// The key's own token bucket.
+    pub tokens: Bucket,
 }
 
 impl KeyState {
@@ -67,6 +72,10 @@ impl KeyState {
 pub struct AccountState {
     name: Arc<str>,
     limits: ArcSwap<Limits>,
+    /// The request bucket shared by the account's keys, used when the account sets a limit.
+    pub requests: Bucket,
+    /// The shared token bucket, likewise.
+    pub tokens: Bucket,
 }
 
 impl AccountState {
@@ -74,6 +83,8 @@ impl AccountState {
         AccountState {
             name: Arc::from(name),
             limits: ArcSwap::from_pointee(limits),
+            requests: Bucket::new(),
+            tokens: Bucket::new(),
         }
     }
 
@@ -243,6 +254,8 @@ impl Keyring {
             None => Arc::new(KeyState {
                 id: KeyId::new(&new.id).ok_or_else(|| IndexError::BadId(new.id.clone()))?,
                 policy: ArcSwap::from_pointee(policy),
+                requests: Bucket::new(),
+                tokens: Bucket::new(),
             }),
         };
         let mut keep: Vec<(KeyHash, i64)> = Vec::with_capacity(2);

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod keyring;
 pub mod keys;
+pub mod limits;
 pub mod net;
 pub mod policy;
 pub mod reload;
