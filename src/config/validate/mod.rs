@@ -3,7 +3,7 @@
 //! The steps: parse the TOML with error recovery (any syntax error stops here, all of them
 //! reported); read each section into the raw structs on its own (`deser`), so a type error or
 //! unknown key in one section does not hide the others; then check each section and the
-//! references between them (`server`, `policy`, `upstreams`). Every check names the path of the
+//! references between them (`server`, `policy`, `upstreams`, `routes`). Every check names the path of the
 //! setting it is about, and `locate` turns that path into a line and column. A snapshot is built
 //! only when nothing was wrong; warnings (such as an unset `api_key_env`) travel inside it.
 
@@ -11,6 +11,7 @@ mod ctx;
 mod deser;
 mod locate;
 mod policy;
+mod routes;
 mod server;
 mod upstreams;
 
@@ -155,8 +156,8 @@ fn check(cx: &mut Ctx<'_, '_>, raw: &RawConfig) -> Snapshot {
     // a mistake there is reported once rather than again at each route that uses it.
     let defined: Vec<String> = raw_upstreams.keys().cloned().collect();
     let upstreams = upstreams::upstreams(cx, raw_upstreams);
-    let routes = upstreams::routes(cx, raw.routes.as_deref().unwrap_or_default(), &defined);
-    let presets = upstreams::presets(
+    let routes = routes::routes(cx, raw.routes.as_deref().unwrap_or_default(), &defined);
+    let presets = routes::presets(
         cx,
         raw.presets.as_ref().unwrap_or(&BTreeMap::new()),
         &defined,

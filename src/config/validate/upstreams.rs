@@ -1,5 +1,4 @@
-//! Checks for where requests go: `[upstreams.NAME]` (URL, credential, headers), `[[routes]]` and
-//! `[presets.ID]`, including that every route and preset names a defined upstream.
+//! Checks for `[upstreams.NAME]`: base URL, credential and headers.
 //!
 //! Credentials are read here: `api_key_file` now (an unreadable or empty file is an error), and
 //! `api_key_env` from the injected environment (unset is only a warning: a local model server
@@ -9,13 +8,12 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Method, Uri};
+use http::{HeaderName, HeaderValue, Uri};
 
 use super::ctx::Ctx;
 use super::locate::Path;
-use crate::config::raw::{RawPreset, RawRoute, RawUpstream};
-use crate::config::{AuthStyle, ErrorStyle, Preset, Route, Secret, Upstream, defaults};
-use crate::scope::Scope;
+use crate::config::raw::RawUpstream;
+use crate::config::{AuthStyle, Secret, Upstream, defaults};
 
 /// An `api_key_file` larger than this is not a key file (someone named the wrong file).
 const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
@@ -291,204 +289,6 @@ fn is_sensitive(name: &HeaderName) -> bool {
     SENSITIVE_NAME_PARTS
         .iter()
         .any(|part| name.as_str().contains(part))
-}
-
-/// What makes two routes the same: path, method set and model set.
-type RouteKey = (String, Option<Vec<String>>, Option<Vec<String>>);
-
-pub(super) fn routes(cx: &mut Ctx<'_, '_>, raw: &[RawRoute], defined: &[String]) -> Vec<Route> {
-    let mut routes: Vec<(usize, RouteKey, Route)> = Vec::new();
-    for (i, entry) in raw.iter().enumerate() {
-        let Some(route) = route(cx, &Path::root().key("routes").index(i), entry, defined) else {
-            continue;
-        };
-        let key = route_key(&route);
-        if let Some((first, _, _)) = routes.iter().find(|(_, seen, _)| *seen == key) {
-            cx.error(
-                &Path::root().key("routes").index(i).key("path"),
-                format!(
-                    "same path, methods and models as routes[{first}], so this route can never \
-                     match"
-                ),
-            );
-            continue;
-        }
-        routes.push((i, key, route));
-    }
-    routes.into_iter().map(|(_, _, route)| route).collect()
-}
-
-fn route_key(route: &Route) -> RouteKey {
-    let methods = route.methods.as_ref().map(|methods| {
-        let mut names: Vec<String> = methods.iter().map(|m| m.as_str().to_owned()).collect();
-        names.sort();
-        names
-    });
-    let models = route.models.as_ref().map(|models| {
-        let mut models = models.clone();
-        models.sort();
-        models.dedup();
-        models
-    });
-    (route.path.clone(), methods, models)
-}
-
-fn route(cx: &mut Ctx<'_, '_>, p: &Path, raw: &RawRoute, defined: &[String]) -> Option<Route> {
-    let path = cx
-        .required(&p.key("path"), &raw.path)
-        .and_then(|path| route_path(cx, &p.key("path"), path));
-    let methods = match &raw.methods {
-        None => Some(None),
-        Some(names) => methods(cx, &p.key("methods"), names).map(Some),
-    };
-    let upstream = cx
-        .required(&p.key("upstream"), &raw.upstream)
-        .and_then(|name| defined_upstream(cx, &p.key("upstream"), name, defined));
-    let scope = match raw.scope.as_deref().map(str::parse::<Scope>) {
-        None => Some(Scope::Chat),
-        Some(Ok(scope)) => Some(scope),
-        Some(Err(err)) => {
-            cx.error(&p.key("scope"), err.to_string());
-            None
-        }
-    };
-    let errors = cx.choice(
-        &p.key("errors"),
-        raw.errors.as_deref(),
-        ErrorStyle::OpenAi,
-        &[
-            ("openai", ErrorStyle::OpenAi),
-            ("anthropic", ErrorStyle::Anthropic),
-        ],
-    );
-    let models = match &raw.models {
-        None => Some(None),
-        Some(globs) => models(cx, &p.key("models"), globs).map(Some),
-    };
-    Some(Route {
-        path: path?,
-        methods: methods?,
-        upstream: upstream?,
-        scope: scope?,
-        errors,
-        models: models?,
-    })
-}
-
-fn route_path(cx: &mut Ctx<'_, '_>, path: &Path, value: &str) -> Option<String> {
-    let message = if !value.starts_with('/') {
-        "must start with \"/\", such as \"/v1/\""
-    } else if value.contains(['?', '#']) {
-        "must be a path only, without ?query or #fragment"
-    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        "must not contain spaces or control characters"
-    } else {
-        return Some(value.to_owned());
-    };
-    cx.error(path, message);
-    None
-}
-
-fn methods(cx: &mut Ctx<'_, '_>, path: &Path, names: &[String]) -> Option<Vec<Method>> {
-    if names.is_empty() {
-        if !cx.failed(path) {
-            cx.error(
-                path,
-                "must not be empty (leave methods out to match every method)",
-            );
-        }
-        return None;
-    }
-    let before = cx.error_count();
-    let mut methods: Vec<Method> = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
-            Err(_) => cx.error(&path.index(i), format!("invalid HTTP method {name:?}")),
-            Ok(method) if methods.contains(&method) => {
-                cx.error(&path.index(i), format!("method {method} is listed twice"))
-            }
-            Ok(method) => methods.push(method),
-        }
-    }
-    (cx.error_count() == before).then_some(methods)
-}
-
-fn models(cx: &mut Ctx<'_, '_>, path: &Path, globs: &[String]) -> Option<Vec<String>> {
-    if globs.is_empty() {
-        if !cx.failed(path) {
-            cx.error(
-                path,
-                "must not be empty (leave models out to match any model)",
-            );
-        }
-        return None;
-    }
-    let before = cx.error_count();
-    for (i, glob) in globs.iter().enumerate() {
-        if glob.trim().is_empty() {
-            cx.error(&path.index(i), "a model glob must not be empty");
-        }
-    }
-    (cx.error_count() == before).then(|| globs.to_vec())
-}
-
-/// `name` when it is one of the upstreams written in the file.
-fn defined_upstream(
-    cx: &mut Ctx<'_, '_>,
-    path: &Path,
-    name: &str,
-    defined: &[String],
-) -> Option<String> {
-    if defined.iter().any(|d| d == name) {
-        return Some(name.to_owned());
-    }
-    let message = if defined.is_empty() {
-        format!("upstream {name:?} is not defined (there are no [upstreams.NAME] sections)")
-    } else {
-        format!(
-            "upstream {name:?} is not defined (defined: {})",
-            defined.join(", ")
-        )
-    };
-    cx.error(path, message);
-    None
-}
-
-pub(super) fn presets(
-    cx: &mut Ctx<'_, '_>,
-    raw: &BTreeMap<String, RawPreset>,
-    defined: &[String],
-) -> BTreeMap<String, Preset> {
-    let mut presets = BTreeMap::new();
-    for (id, entry) in raw {
-        let p = Path::root().key("presets").key(id);
-        let id_ok = cx.name(&p, "preset id", id);
-        let upstream = cx
-            .required(&p.key("upstream"), &entry.upstream)
-            .and_then(|name| defined_upstream(cx, &p.key("upstream"), name, defined));
-        let model = cx
-            .required(&p.key("model"), &entry.model)
-            .and_then(|model| {
-                if model.trim().is_empty() {
-                    cx.error(&p.key("model"), "must not be empty");
-                    return None;
-                }
-                Some(model.clone())
-            });
-        let system_prompt = cx.required(&p.key("system_prompt"), &entry.system_prompt);
-        if let (true, Some(upstream), Some(model), Some(system_prompt)) =
-            (id_ok, upstream, model, system_prompt)
-        {
-            let preset = Preset {
-                id: id.clone(),
-                upstream,
-                model,
-                system_prompt: system_prompt.clone(),
-            };
-            presets.insert(id.clone(), preset);
-        }
-    }
-    presets
 }
 
 #[cfg(test)]
