@@ -199,12 +199,17 @@ fn report_type_error(
 ) {
     let span = err.span().unwrap_or_else(|| value.span());
     let path = locate::path_at(value, base, span.start);
-    cx.error_at(span.start, &path, humanize(err.message()));
+    // Serde sees a date-time as a table; name what is written when the error is about it.
+    let found = locate::value_at(cx.doc, &path)
+        .filter(|written| written.span().start == span.start)
+        .map(|written| locate::kind(written.get_ref()));
+    cx.error_at(span.start, &path, humanize(err.message(), found));
 }
 
 /// Serde's wording in the config's terms: `invalid type: string "5", expected i64` becomes
-/// `expected an integer, found a string` (which also never repeats a value back).
-fn humanize(message: &str) -> String {
+/// `expected an integer, found a string` (which also never repeats a value back). `written` is
+/// the kind of value the file has there, when known.
+fn humanize(message: &str, written: Option<&str>) -> String {
     let Some(rest) = message.strip_prefix("invalid type: ") else {
         return message.replace("integer number overflowed", "integer is too large");
     };
@@ -220,6 +225,7 @@ fn humanize(message: &str) -> String {
         "sequence" => "an array",
         _ => found,
     };
+    let found = written.unwrap_or(found);
     let expected = match expected {
         "i64" => "an integer",
         "a sequence" => "an array",
@@ -227,6 +233,10 @@ fn humanize(message: &str) -> String {
         e if e.starts_with("struct ") => "a table",
         e => e,
     };
+    if found == expected {
+        // Only integers get here: one too large for the 64 bits TOML allows.
+        return "integer out of range (TOML integers are 64-bit)".to_owned();
+    }
     format!("expected {expected}, found {found}")
 }
 
@@ -368,6 +378,22 @@ mod tests {
     }
 
     #[test]
+    fn date_times_and_huge_integers_are_named_as_written() {
+        let text = "[server]\nidle_timeout = 1979-05-27T07:32:00Z\nmax_body_bytes = 99999999999999999999\n";
+        let (_, errors) = check(text, |cx| {
+            let value = section(cx, "server");
+            table::<RawServer>(cx, &Path::root().key("server"), value)
+        });
+        assert_eq!(
+            errors,
+            [
+                "2:16: server.idle_timeout: expected a string, found a date-time",
+                "3:18: server.max_body_bytes: integer out of range (TOML integers are 64-bit)",
+            ]
+        );
+    }
+
+    #[test]
     fn suggestions_are_only_for_near_misses() {
         let known = ["max_body_bytes", "state_dir", "ca_file", "addr"];
         assert_eq!(suggest("max_body_byte", &known), Some("max_body_bytes"));
@@ -383,20 +409,27 @@ mod tests {
     #[test]
     fn serde_wording_is_translated_without_values() {
         assert_eq!(
-            humanize("invalid type: string \"sk-secret\", expected i64"),
+            humanize("invalid type: string \"sk-secret\", expected i64", None),
             "expected an integer, found a string"
         );
         assert_eq!(
-            humanize("invalid type: floating point `1.5`, expected a string"),
+            humanize(
+                "invalid type: floating point `1.5`, expected a string",
+                None
+            ),
             "expected a string, found a float"
         );
         assert_eq!(
-            humanize("invalid type: integer `5`, expected struct RawRate"),
+            humanize("invalid type: integer `5`, expected struct RawRate", None),
             "expected a table, found an integer"
         );
         assert_eq!(
-            humanize("invalid type: map, expected a sequence"),
+            humanize("invalid type: map, expected a sequence", None),
             "expected an array, found a table"
+        );
+        assert_eq!(
+            humanize("invalid type: map, expected a string", Some("a date-time")),
+            "expected a string, found a date-time"
         );
     }
 }
