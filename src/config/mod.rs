@@ -4,7 +4,8 @@
 //! every problem at once with its file:line:col (`error`). Nothing outside this module sees raw
 //! input: a `Snapshot` is always whole and valid, so a reload either swaps in a new one or keeps
 //! the old. Durations use the `60s`/`90d` notation of `duration`; upstream credentials are
-//! [`Secret`]s that never print.
+//! [`Secret`]s that never print. `defaults` holds every default value and the built-in
+//! configuration; `view` renders the effective configuration for `GET /api/config`.
 
 mod defaults;
 mod duration;
