@@ -149,7 +149,10 @@ mod tests {
         let set: Scopes = [Scope::Chat, Scope::Admin].into_iter().collect();
         assert!(set.contains(Scope::Chat) && set.contains(Scope::Admin));
         assert!(!set.contains(Scope::Read));
-        assert_eq!(set.iter().collect::<Vec<_>>(), vec![Scope::Chat, Scope::Admin]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![Scope::Chat, Scope::Admin]
+        );
         assert_eq!(Scopes::from_bits(set.bits()), set);
         assert_eq!(serde_json::to_string(&set).unwrap(), r#"["chat","admin"]"#);
     }

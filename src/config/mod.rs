@@ -4,7 +4,8 @@
 //! every problem at once with its file:line:col (`error`). Nothing outside this module sees raw
 //! input: a `Snapshot` is always whole and valid, so a reload either swaps in a new one or keeps
 //! the old. Durations use the `60s`/`90d` notation of `duration`; upstream credentials are
-//! [`Secret`]s that never print.
+//! [`Secret`]s that never print. `defaults` holds every default value and the built-in
+//! configuration; `view` renders the effective configuration for `GET /api/config`.
 
 mod defaults;
 mod duration;
@@ -12,6 +13,7 @@ mod error;
 mod raw;
 mod secret;
 mod validate;
+mod view;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -192,6 +194,9 @@ pub struct Upstream {
     pub base_url: http::Uri,
     /// The real credential; `None` when `api_key_env` names an unset variable (a warning).
     pub credential: Option<Secret>,
+    /// Where the credential comes from, `env:NAME` or `file:PATH`, shown instead of the secret
+    /// by `GET /api/config`; `None` when the upstream has neither.
+    pub credential_source: Option<String>,
     pub auth: AuthStyle,
     pub connect_timeout: Duration,
     /// Time allowed for the upstream to send its response headers, and between body chunks.
@@ -200,6 +205,14 @@ pub struct Upstream {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Extra PEM CA certificates trusted for this upstream, besides the webpki roots.
     pub ca_file: Option<PathBuf>,
+}
+
+impl Upstream {
+    /// The path prefix of `base_url` without its trailing `/` (`""` for a bare host,
+    /// `"/openai"` for `https://host/openai`); a request path is appended to it.
+    pub fn path_prefix(&self) -> &str {
+        self.base_url.path().trim_end_matches('/')
+    }
 }
 
 /// The body style of errors on a route.
@@ -249,6 +262,16 @@ impl Snapshot {
     /// Validates config text; `origin` names it in error messages.
     pub fn parse(text: &str, origin: &Path) -> Result<Snapshot, ConfigErrors> {
         validate::parse(text, origin)
+    }
+
+    /// [`Snapshot::parse`] with `env` standing in for the process environment when reading
+    /// `api_key_env` credentials; for tests, which cannot set environment variables safely.
+    pub fn parse_with_env(
+        text: &str,
+        origin: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        validate::parse_with_env(text, origin, env)
     }
 
     /// What `keygate serve` runs on: `--config FILE`, else `./keygate.toml` when it exists,
