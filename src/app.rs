@@ -5,19 +5,24 @@
 //! (swapped whole on reload), the store, the in-memory key index and the clock. Tests build an
 //! `App` on a temp dir, bind `127.0.0.1:0` and a temp socket, and drive shutdown themselves.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::UnixListener;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, Semaphore};
 
 use crate::admin::api::UsageTotals;
 use crate::clock::Clock;
 use crate::config::Snapshot;
 use crate::keyring::{IndexError, Keyring};
+use crate::net::tcp::DataListener;
+use crate::proxy::upstream::UpstreamClient;
 use crate::store::{Store, StoreError};
+use rustls::sign::CertifiedKey;
 
 /// Why keygate could not start.
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +32,64 @@ pub enum StartError {
     #[error("cannot load keys from the store: {0}")]
     Index(#[from] IndexError),
     #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
     Io(String),
+}
+
+/// Everything derived from one config generation, swapped as one: a request or a TLS
+/// handshake sees either the old generation or the new one, never a mix.
+pub struct Live {
+    pub config: Arc<Snapshot>,
+    /// A pooled client per upstream name.
+    pub upstreams: HashMap<String, Arc<UpstreamClient>>,
+    /// Route indices from the most specific path to the least (see `proxy::route`).
+    pub route_order: Vec<usize>,
+    /// The certificate of each TLS listener, by address.
+    pub certs: HashMap<SocketAddr, Arc<CertifiedKey>>,
+}
+
+impl Live {
+    /// Builds the runtime of `config`: loads TLS certificates and builds upstream clients
+    /// (reusing `previous`'s where settings match). Fails without side effects.
+    pub fn build(config: Snapshot, previous: Option<&Live>) -> Result<Live, String> {
+        let mut errors = Vec::new();
+        let mut certs = HashMap::new();
+        for listener in &config.listeners {
+            if let Some(files) = &listener.tls {
+                match crate::net::tls::load(files) {
+                    Ok(cert) => {
+                        certs.insert(listener.addr, cert);
+                    }
+                    Err(e) => errors.push(format!("listener {}: {e}", listener.addr)),
+                }
+            }
+        }
+        let upstreams =
+            match crate::proxy::upstream::build_all(&config.upstreams, previous.map(|p| &p.upstreams)) {
+                Ok(u) => u,
+                Err(e) => {
+                    errors.push(e.to_string());
+                    HashMap::new()
+                }
+            };
+        if !errors.is_empty() {
+            return Err(errors.join("\n"));
+        }
+        Ok(Live {
+            route_order: crate::proxy::route::order(&config.routes),
+            config: Arc::new(config),
+            upstreams,
+            certs,
+        })
+    }
 }
 
 /// Everything requests and admin calls share.
 pub struct App {
-    /// The config in force; a request loads it once and keeps that `Arc` to its end.
-    config: ArcSwap<Snapshot>,
+    /// The config generation in force; a request loads it once and keeps it to its end.
+    /// Shared with the TLS certificate resolvers.
+    live: Arc<ArcSwap<Live>>,
     /// Bumped by every successful reload; reported by `/api/status`.
     generation: AtomicU64,
     /// Durable state. Blocking: use it from `spawn_blocking`.
@@ -49,6 +105,8 @@ pub struct App {
     pub own_uid: u32,
     /// How the last config reload went, for `GET /api/config`.
     pub last_reload: crate::reload::LastReload,
+    /// Data-plane requests answered since start.
+    served: AtomicU64,
 }
 
 impl App {
@@ -70,8 +128,9 @@ impl App {
             })
         })?;
         keyring.sweep_expired_grace(clock.now_ms());
+        let live = Live::build(snapshot, None).map_err(StartError::Config)?;
         Ok(Arc::new(App {
-            config: ArcSwap::from_pointee(snapshot),
+            live: Arc::new(ArcSwap::from_pointee(live)),
             generation: AtomicU64::new(1),
             store: Arc::new(store),
             keyring,
@@ -80,18 +139,31 @@ impl App {
             admin_lock: Mutex::new(()),
             own_uid: rustix::process::getuid().as_raw(),
             last_reload: Default::default(),
+            served: AtomicU64::new(0),
         }))
     }
 
     /// The config in force.
     pub fn config(&self) -> Arc<Snapshot> {
-        self.config.load_full()
+        Arc::clone(&self.live.load().config)
     }
 
-    /// Puts a new, validated config in force and returns its generation.
-    pub fn swap_config(&self, snapshot: Snapshot) -> u64 {
-        self.config.store(Arc::new(snapshot));
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+    /// The whole live generation (config, upstream clients, certificates).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    /// The shared handle TLS resolvers read certificates from.
+    pub fn live_handle(&self) -> Arc<ArcSwap<Live>> {
+        Arc::clone(&self.live)
+    }
+
+    /// Puts a new, validated config in force and returns its generation. Fails, changing
+    /// nothing, when its certificates or upstream clients cannot be built.
+    pub fn swap_config(&self, snapshot: Snapshot) -> Result<u64, String> {
+        let live = Live::build(snapshot, Some(&self.live.load()))?;
+        self.live.store(Arc::new(live));
+        Ok(self.generation.fetch_add(1, Ordering::AcqRel) + 1)
     }
 
     pub fn generation(&self) -> u64 {
@@ -112,9 +184,14 @@ impl App {
         UsageTotals::default()
     }
 
-    /// Proxied requests answered since start.
+    /// Data-plane requests answered since start.
     pub fn requests_served(&self) -> u64 {
-        0
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Counts one answered data-plane request.
+    pub fn count_request(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Held for the whole of an admin change: commit, then index update.
@@ -145,9 +222,12 @@ pub struct Listeners {
     pub admin: UnixListener,
     /// Its path, removed at shutdown.
     pub admin_path: std::path::PathBuf,
+    /// The data-plane listeners (`crate::net::tcp::bind_all`).
+    pub data: Vec<DataListener>,
 }
 
-/// Serves `listeners` until `shutdown` resolves, then stops accepting and cleans up.
+/// Serves `listeners` until `shutdown` resolves, then stops accepting, lets in-flight requests
+/// finish within `server.shutdown_grace`, and cleans up.
 pub async fn run(
     listeners: Listeners,
     app: Arc<App>,
@@ -159,9 +239,28 @@ pub async fn run(
         Arc::clone(&app),
         stop_rx.clone(),
     ));
+    let permits = Arc::new(Semaphore::new(app.config().server.max_connections));
+    let mut data = tokio::task::JoinSet::new();
+    for listener in listeners.data {
+        tracing::info!(addr = %listener.addr, tls = listener.tls.is_some(), "data plane listening");
+        data.spawn(crate::net::tcp::serve(
+            listener,
+            Arc::clone(&app),
+            Arc::clone(&permits),
+            stop_rx.clone(),
+        ));
+    }
     shutdown.await;
-    tracing::info!("shutting down");
+    let grace = app.config().server.shutdown_grace;
+    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining connections");
     let _ = stop_tx.send(true);
+    if tokio::time::timeout(grace, async { while data.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace; closing them");
+        data.abort_all();
+    }
     if let Err(e) = admin.await {
         tracing::error!(error = %e, "admin server task failed");
     }

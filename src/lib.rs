@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod net;
 pub mod policy;
+pub mod proxy;
 pub mod reload;
 pub mod scope;
 pub mod serve;

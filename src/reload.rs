@@ -70,35 +70,41 @@ pub fn reload(app: &App, trigger: Trigger) -> Report {
             Ok(mut next) => {
                 let restart_needed = pin_restart_only(&mut next, &running);
                 let warnings = next.warnings.clone();
-                let generation = app.swap_config(next);
-                tracing::info!(generation, ?trigger, ?restart_needed, "config reloaded");
-                Report {
-                    at,
-                    trigger,
-                    ok: true,
-                    generation,
-                    errors: Vec::new(),
-                    restart_needed,
-                    warnings,
+                match app.swap_config(next) {
+                    Ok(generation) => {
+                        tracing::info!(generation, ?trigger, ?restart_needed, "config reloaded");
+                        Report {
+                            at,
+                            trigger,
+                            ok: true,
+                            generation,
+                            errors: Vec::new(),
+                            restart_needed,
+                            warnings,
+                        }
+                    }
+                    Err(error) => rejected(app, at, trigger, error.lines().map(str::to_owned).collect()),
                 }
             }
-            Err(errors) => {
-                let errors: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
-                tracing::error!(?trigger, errors = ?errors, "config reload rejected; the previous config keeps serving");
-                Report {
-                    at,
-                    trigger,
-                    ok: false,
-                    generation: app.generation(),
-                    errors,
-                    restart_needed: Vec::new(),
-                    warnings: Vec::new(),
-                }
-            }
+            Err(errors) => rejected(app, at, trigger, errors.0.iter().map(ToString::to_string).collect()),
         },
     };
     app.last_reload.set(report.clone());
     report
+}
+
+/// The report of a reload whose file was refused; the running config stays.
+fn rejected(app: &App, at: String, trigger: Trigger, errors: Vec<String>) -> Report {
+    tracing::error!(?trigger, errors = ?errors, "config reload rejected; the previous config keeps serving");
+    Report {
+        at,
+        trigger,
+        ok: false,
+        generation: app.generation(),
+        errors,
+        restart_needed: Vec::new(),
+        warnings: Vec::new(),
+    }
 }
 
 /// Keeps the running values of restart-only settings in `next` and names those that differ.

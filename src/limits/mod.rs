@@ -180,6 +180,16 @@ pub fn peek(
     }
 }
 
+/// Gives back everything [`take`] granted (the request was refused by a later check).
+pub fn refund(a: &Applicable, key: &KeyState, account: &AccountState, now: u64, granted: &Granted) {
+    for (params, bucket, _, unit) in buckets(a, key, account) {
+        if let Some(p) = params {
+            let n = if unit == Unit::Requests { 1 } else { granted.reserved_tokens };
+            bucket.refund(p, now, n);
+        }
+    }
+}
+
 /// Settles a token reservation to the real count, in every token bucket.
 pub fn settle_tokens(
     a: &Applicable,

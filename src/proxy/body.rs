@@ -1,0 +1,224 @@
+//! The bodies keygate sends: to the upstream ([`RequestBody`]) and to the client
+//! ([`ResponseBody`]).
+//!
+//! Both stream frame by frame: nothing is buffered unless keygate had to read the request body.
+//! The request body enforces `server.max_body_bytes` as it streams. The response body relays the
+//! upstream's frames as they arrive, gives up when the upstream goes quiet for its `timeout`,
+//! and, when an SSE stream fails part way, ends it with one SSE `error` event in the route's
+//! style instead of cutting it off. A [`Tap`] sees every data frame and the end of the stream,
+//! which is where metering and the access log hook in.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::error::{Code, sse_event};
+use crate::config::ErrorStyle;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the upstream receives.
+pub enum RequestBody {
+    /// A body keygate read (and maybe changed), or an empty one.
+    Full(Full<Bytes>),
+    /// The client's body, streamed through, cut off past `max_body_bytes`.
+    Stream(Limited<Incoming>),
+}
+
+impl RequestBody {
+    pub fn empty() -> RequestBody {
+        RequestBody::Full(Full::new(Bytes::new()))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            RequestBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            RequestBody::Stream(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Full(b) => b.is_end_stream(),
+            RequestBody::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Full(b) => b.size_hint(),
+            RequestBody::Stream(b) => b.size_hint(),
+        }
+    }
+}
+
+/// Observes a relayed response: each data frame, then how the stream ended. Dropped when the
+/// body is dropped, also when the client went away mid-stream.
+pub trait Tap: Send + 'static {
+    fn data(&mut self, chunk: &Bytes);
+    fn end(&mut self, outcome: StreamEnd);
+}
+
+/// How a relayed response body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    Complete,
+    /// The upstream failed or went quiet mid-stream.
+    UpstreamFailed,
+    /// The client went away before the end.
+    ClientGone,
+}
+
+/// What the client receives.
+pub enum ResponseBody {
+    Full(Full<Bytes>),
+    Upstream(Box<Relay>),
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        ResponseBody::Full(Full::new(bytes.into()))
+    }
+
+    pub fn empty() -> ResponseBody {
+        ResponseBody::full(Bytes::new())
+    }
+}
+
+/// An upstream response body being relayed.
+pub struct Relay {
+    inner: Incoming,
+    /// Longest wait for the next frame.
+    idle: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// SSE streams end with an error event on failure; other bodies end with an error.
+    sse: bool,
+    style: ErrorStyle,
+    request_id: String,
+    tap: Option<Box<dyn Tap>>,
+    state: RelayState,
+}
+
+enum RelayState {
+    Streaming,
+    Done,
+}
+
+impl Relay {
+    pub fn new(
+        inner: Incoming,
+        idle: Duration,
+        sse: bool,
+        style: ErrorStyle,
+        request_id: String,
+        tap: Option<Box<dyn Tap>>,
+    ) -> Relay {
+        Relay {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            sse,
+            style,
+            request_id,
+            tap,
+            state: RelayState::Streaming,
+        }
+    }
+
+    fn finish(&mut self, outcome: StreamEnd) {
+        if let Some(mut tap) = self.tap.take() {
+            tap.end(outcome);
+        }
+    }
+
+    /// The upstream failed mid-stream: end an SSE stream with an error event, anything else
+    /// with an error (which resets the client's stream or connection).
+    fn fail(&mut self, code: Code, cause: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        tracing::warn!(request_id = %self.request_id, cause, "upstream failed mid-stream");
+        self.finish(StreamEnd::UpstreamFailed);
+        self.state = RelayState::Done;
+        if self.sse {
+            let event = sse_event(self.style, code, code.default_message(), &self.request_id);
+            Poll::Ready(Some(Ok(Frame::data(event))))
+        } else {
+            Poll::Ready(Some(Err(format!("upstream failed mid-body: {cause}").into())))
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            ResponseBody::Upstream(relay) => relay.poll_relay(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(b) => b.is_end_stream(),
+            ResponseBody::Upstream(relay) => matches!(relay.state, RelayState::Done),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(b) => b.size_hint(),
+            ResponseBody::Upstream(relay) => relay.inner.size_hint(),
+        }
+    }
+}
+
+impl Relay {
+    fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if matches!(self.state, RelayState::Done) {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.timer.as_mut().reset(Instant::now() + self.idle);
+                if let (Some(data), Some(tap)) = (frame.data_ref(), self.tap.as_mut()) {
+                    tap.data(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => self.fail(Code::UpstreamError, &e.to_string()),
+            Poll::Ready(None) => {
+                self.state = RelayState::Done;
+                self.finish(StreamEnd::Complete);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(self.timer.as_mut().poll(cx));
+                self.fail(Code::UpstreamTimeout, "no data within the upstream timeout")
+            }
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // The client went away before the end: the tap still learns how far the stream got.
+        self.finish(StreamEnd::ClientGone);
+    }
+}

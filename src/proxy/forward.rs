@@ -1,0 +1,226 @@
+//! Forwarding an admitted request to its upstream and relaying the answer.
+//!
+//! The upstream URL is the upstream's `base_url` joined with the request's path and query; the
+//! client's credential and hop-by-hop headers are replaced by the upstream's real credential
+//! (in its `auth` style) and its default headers (only where the client sent none). Requests go
+//! out as HTTP/1.1 whatever the client spoke, so an HTTP/2 client can reach an HTTP/1.1-only
+//! upstream; the pooled client upgrades to HTTP/2 by ALPN where the upstream offers it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Response, Uri, Version, header, request::Parts};
+
+use super::body::{Relay, RequestBody, ResponseBody, StreamEnd, Tap};
+use super::decide::Denied;
+use super::error::Code;
+use super::{Admitted, headers};
+use crate::app::{App, Live};
+use crate::config::{AuthStyle, Route, Upstream};
+
+/// One forwarding step's context.
+pub struct Forward<'a> {
+    pub app: &'a Arc<App>,
+    pub live: &'a Arc<Live>,
+    pub route: &'a Route,
+    pub admitted: &'a Admitted,
+    pub request_id: &'a str,
+    /// The request's `Origin`/`Referer`, already checked against the key.
+    pub origin: Option<&'a str>,
+    pub started: Instant,
+    pub peer: SocketAddr,
+}
+
+impl Forward<'_> {
+    pub async fn send(
+        self,
+        parts: Parts,
+        body: RequestBody,
+    ) -> Result<Response<ResponseBody>, Denied> {
+        let upstream = self.live.upstreams.get(&self.route.upstream).ok_or_else(|| {
+            Denied::new(
+                Code::UpstreamError,
+                format!("upstream {} is not configured", self.route.upstream),
+            )
+        })?;
+        let config = &upstream.config;
+        let uri = join(config, &parts.uri)?;
+        let origin_header = parts.headers.get(header::ORIGIN).cloned();
+        let mut out_headers = parts.headers;
+        headers::for_upstream(&mut out_headers, self.request_id);
+        set_credential(&mut out_headers, config);
+        for (name, value) in &config.headers {
+            if !out_headers.contains_key(name) {
+                out_headers.insert(name.clone(), value.clone());
+            }
+        }
+        let mut req = http::Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = out_headers;
+
+        let sent = Instant::now();
+        let resp = match tokio::time::timeout(config.timeout, upstream.client.request(req)).await {
+            Err(_) => {
+                return Err(Denied::new(
+                    Code::UpstreamTimeout,
+                    format!("upstream {} sent no response within {:?}", config.name, config.timeout),
+                ));
+            }
+            Ok(Err(e)) => return Err(classify(&config.name, &e)),
+            Ok(Ok(resp)) => resp,
+        };
+        let upstream_ms = sent.elapsed().as_millis() as u64;
+        let (mut resp_parts, incoming) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut resp_parts.headers);
+        let now_ms = self.app.clock.now_ms();
+        headers::rate_limits(
+            &mut resp_parts.headers,
+            &self.admitted.granted,
+            self.route.errors,
+            now_ms,
+        );
+        if let (Some(origin), Some(_)) = (origin_header.as_ref(), self.origin) {
+            headers::allow_origin(&mut resp_parts.headers, origin);
+        }
+        let sse = resp_parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let tap = Completion {
+            app: Arc::clone(self.app),
+            request_id: self.request_id.to_owned(),
+            key: Arc::clone(&self.admitted.key),
+            account: self.admitted.policy.account.name().to_owned(),
+            route: self.route.path.clone(),
+            upstream: config.name.clone(),
+            method: parts.method,
+            path: parts.uri.path().to_owned(),
+            status: resp_parts.status.as_u16(),
+            peer: self.peer,
+            started: self.started,
+            upstream_ms,
+            bytes: 0,
+        };
+        let relay = Relay::new(
+            incoming,
+            config.timeout,
+            sse,
+            self.route.errors,
+            self.request_id.to_owned(),
+            Some(Box::new(tap)),
+        );
+        Ok(Response::from_parts(
+            resp_parts,
+            ResponseBody::Upstream(Box::new(relay)),
+        ))
+    }
+}
+
+/// `base_url` joined with the request's path and query.
+fn join(upstream: &Upstream, original: &Uri) -> Result<Uri, Denied> {
+    let base = &upstream.base_url;
+    let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str());
+    let joined = format!("{}{}", upstream.path_prefix(), path_and_query);
+    let mut builder = Uri::builder().path_and_query(joined);
+    if let Some(scheme) = base.scheme() {
+        builder = builder.scheme(scheme.clone());
+    }
+    if let Some(authority) = base.authority() {
+        builder = builder.authority(authority.clone());
+    }
+    builder.build().map_err(|e| {
+        Denied::new(
+            Code::UpstreamError,
+            format!("cannot build the upstream URL: {e}"),
+        )
+    })
+}
+
+fn set_credential(headers: &mut http::HeaderMap, upstream: &Upstream) {
+    let Some(secret) = &upstream.credential else {
+        return;
+    };
+    let value = match upstream.auth {
+        AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {}", secret.expose())),
+        AuthStyle::XApiKey => HeaderValue::from_str(secret.expose()),
+    };
+    // Validation checks that the credential is a valid header value.
+    if let Ok(mut value) = value {
+        value.set_sensitive(true);
+        match upstream.auth {
+            AuthStyle::Bearer => headers.insert(header::AUTHORIZATION, value),
+            AuthStyle::XApiKey => headers.insert("x-api-key", value),
+        };
+    }
+}
+
+/// Maps a client error to the refusal: a body over the limit is 413, a timeout 504, the rest
+/// 502. The cause goes to the log, never to the client.
+fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> Denied {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut chain = Vec::new();
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return Denied::new(Code::RequestTooLarge, "the body is over server.max_body_bytes");
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return Denied::new(Code::UpstreamTimeout, format!("upstream {upstream}: connect timed out"));
+        }
+        chain.push(e.to_string());
+        source = e.source();
+    }
+    Denied::new(
+        Code::UpstreamError,
+        format!("upstream {upstream}: {}", chain.join(": ")),
+    )
+}
+
+/// Logs the request when its response ends (or the client leaves).
+struct Completion {
+    app: Arc<App>,
+    request_id: String,
+    key: Arc<crate::keyring::KeyState>,
+    account: String,
+    route: String,
+    upstream: String,
+    method: http::Method,
+    path: String,
+    status: u16,
+    peer: SocketAddr,
+    started: Instant,
+    upstream_ms: u64,
+    bytes: u64,
+}
+
+impl Tap for Completion {
+    fn data(&mut self, chunk: &bytes::Bytes) {
+        self.bytes += chunk.len() as u64;
+    }
+
+    fn end(&mut self, outcome: StreamEnd) {
+        self.app.count_request();
+        tracing::info!(
+            target: "keygate::access",
+            request_id = %self.request_id,
+            key_id = self.key.id(),
+            account = %self.account,
+            method = %self.method,
+            path = %self.path,
+            route = %self.route,
+            upstream = %self.upstream,
+            client = %self.peer,
+            status = self.status,
+            upstream_ms = self.upstream_ms,
+            bytes = self.bytes,
+            outcome = ?outcome,
+            duration_us = self.started.elapsed().as_micros() as u64,
+            "proxied"
+        );
+    }
+}

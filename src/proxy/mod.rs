@@ -1,0 +1,342 @@
+//! The data plane (SPEC §2): authenticate, apply the key's policy, route, forward, relay.
+//!
+//! [`handle`] never fails: every refusal or fault becomes a response in the route's error
+//! style, with `x-request-id` always and the rate-limit headers once the key is known. The
+//! steps run in SPEC §2's order (`decide` holds them, shared with `explain`); the body is read
+//! only when a decision or a rewrite needs it, bounded by `server.max_body_bytes`, and is
+//! streamed otherwise. Nothing here touches the disk.
+
+pub mod body;
+pub mod decide;
+pub mod error;
+mod forward;
+pub mod headers;
+pub mod inspect;
+pub mod route;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body as _, Incoming};
+
+use self::body::{RequestBody, ResponseBody};
+use self::decide::Denied;
+use self::error::Code;
+use self::inspect::JsonBody;
+use crate::app::{App, Live};
+use crate::config::ErrorStyle;
+use crate::keyring::{KeyPolicy, KeyState};
+use crate::limits::{self, Applicable, Granted};
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// The per-request state once the key is known, carried into forwarding and logging.
+pub struct Admitted {
+    pub key: Arc<KeyState>,
+    pub policy: Arc<KeyPolicy>,
+    pub route_index: usize,
+    pub granted: Granted,
+    pub applicable: Applicable,
+}
+
+/// A refusal on its way out: the denial plus whatever headers it earned so far.
+struct Refusal {
+    denied: Denied,
+    style: ErrorStyle,
+    granted: Option<Granted>,
+    retry_after: Option<std::time::Duration>,
+    key: Option<Arc<KeyState>>,
+}
+
+impl From<(Denied, ErrorStyle)> for Refusal {
+    fn from((denied, style): (Denied, ErrorStyle)) -> Refusal {
+        Refusal {
+            denied,
+            style,
+            granted: None,
+            retry_after: None,
+            key: None,
+        }
+    }
+}
+
+/// Serves one data-plane request.
+pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let request_id = next_request_id();
+    let live = app.live();
+    let mut resp = if req.uri().path() == "/healthz" && req.method() == Method::GET {
+        plain(StatusCode::OK, r#"{"status":"ok"}"#)
+    } else if is_preflight(&req) {
+        let mut resp = plain(StatusCode::NO_CONTENT, "");
+        headers::preflight(req.headers(), resp.headers_mut());
+        resp
+    } else {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        match serve(&app, &live, conn, req, &request_id, started).await {
+            Ok(resp) => resp,
+            Err(refusal) => refuse(&app, refusal, &request_id, &method, &path, conn, started),
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn is_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+async fn serve(
+    app: &Arc<App>,
+    live: &Arc<Live>,
+    conn: Conn,
+    req: Request<Incoming>,
+    request_id: &str,
+    started: Instant,
+) -> Result<Response<ResponseBody>, Refusal> {
+    let config = &live.config;
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let style = route::style_for(&config.routes, &live.route_order, &method, &path);
+    let now_ms = app.clock.now_ms();
+
+    let presented = decide::credential(req.headers()).map_err(|d| (d, style))?;
+    let key = decide::authenticate(&app.keyring, presented, now_ms).map_err(|d| (d, style))?;
+    let policy = key.policy();
+    let with_key = |denied: Denied| Refusal {
+        key: Some(Arc::clone(&key)),
+        ..Refusal::from((denied, style))
+    };
+    decide::check_status(&policy, now_ms).map_err(with_key)?;
+    let ip = decide::client_ip(conn.peer.ip(), req.headers(), &config.server.trusted_proxies);
+    decide::check_ip(&policy, ip).map_err(with_key)?;
+    let origin = decide::origin(req.headers()).map(str::to_owned);
+    decide::check_origin(&policy, origin.as_deref()).map_err(with_key)?;
+
+    let (parts, incoming) = req.into_parts();
+    let max_body = config.server.max_body_bytes;
+    let must_read = route::needs_model(&config.routes, &live.route_order, &method, &path)
+        || decide::restricts_models(&policy);
+    let want_read = must_read
+        || (is_json(&parts.headers) && (!config.presets.is_empty() || wants_usage(&parts, style)))
+        || Applicable::new(&config.limits, &policy, &policy.account.limits()).has_tokens();
+    let mut payload = Payload::Stream(incoming);
+    if want_read && let Payload::Stream(incoming) = payload {
+        payload = if incoming.is_end_stream() {
+            Payload::Raw(Bytes::new())
+        } else {
+            let bytes = read_body(incoming, max_body).await.map_err(with_key)?;
+            match JsonBody::parse(bytes.clone()) {
+                Some(json) => Payload::Json(json),
+                None if must_read => {
+                    return Err(with_key(Denied::new(
+                        Code::InvalidRequest,
+                        "the body must be read to route or check its model and is not a JSON object",
+                    )));
+                }
+                None => Payload::Raw(bytes),
+            }
+        };
+    }
+    let json = match &payload {
+        Payload::Json(json) => Some(json),
+        _ => None,
+    };
+    let model = json.and_then(JsonBody::model).map(str::to_owned);
+
+    let (route_index, route) =
+        decide::select_route(config, &live.route_order, &method, &path, model.as_deref())
+            .map_err(with_key)?;
+    let style = route.errors;
+    let with_key = |denied: Denied| Refusal {
+        key: Some(Arc::clone(&key)),
+        ..Refusal::from((denied, style))
+    };
+    decide::check_scope(&policy, route).map_err(with_key)?;
+    decide::check_model(&policy, model.as_deref()).map_err(with_key)?;
+
+    let applicable = Applicable::new(&config.limits, &policy, &policy.account.limits());
+    let reserve = json
+        .and_then(JsonBody::max_tokens)
+        .unwrap_or(config.limits.reserve_tokens);
+    let granted = limits::take(&applicable, &key, &policy.account, app.clock.mono_ns(), reserve)
+        .map_err(|refused| Refusal {
+            retry_after: Some(refused.retry_after),
+            granted: Some(refused.report),
+            ..with_key(Denied::new(
+                Code::RateLimitExceeded,
+                format!(
+                    "the {:?} {:?} bucket is empty; retry in {:?}",
+                    refused.layer, refused.unit, refused.retry_after
+                ),
+            ))
+        })?;
+
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if matches!(payload, Payload::Stream(_)) && content_length.is_some_and(|n| n > max_body) {
+        limits::refund(&applicable, &key, &policy.account, app.clock.mono_ns(), &granted);
+        return Err(Refusal {
+            granted: Some(granted),
+            ..with_key(Denied::new(Code::RequestTooLarge, "the body is over server.max_body_bytes"))
+        });
+    }
+    let upstream_body = match payload {
+        Payload::Json(json) => RequestBody::Full(http_body_util::Full::new(json.into_bytes())),
+        Payload::Raw(bytes) => RequestBody::Full(http_body_util::Full::new(bytes)),
+        Payload::Stream(incoming) => RequestBody::Stream(Limited::new(incoming, max_body as usize)),
+    };
+    let admitted = Admitted {
+        key: Arc::clone(&key),
+        policy,
+        route_index,
+        granted,
+        applicable,
+    };
+    let ctx = forward::Forward {
+        app,
+        live,
+        route,
+        admitted: &admitted,
+        request_id,
+        origin: origin.as_deref(),
+        started,
+        peer: conn.peer,
+    };
+    ctx.send(parts, upstream_body).await.map_err(|denied| Refusal {
+        granted: Some(admitted.granted),
+        ..with_key(denied)
+    })
+}
+
+/// The request body, as far as keygate looked at it.
+enum Payload {
+    /// Read and parsed.
+    Json(JsonBody),
+    /// Read, but not JSON (or empty).
+    Raw(Bytes),
+    /// Not read: streamed to the upstream.
+    Stream(Incoming),
+}
+
+/// Builds the error response of a refusal and logs it.
+fn refuse(
+    app: &App,
+    refusal: Refusal,
+    request_id: &str,
+    method: &Method,
+    path: &str,
+    conn: Conn,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let Refusal {
+        denied,
+        style,
+        granted,
+        retry_after,
+        key,
+    } = refusal;
+    let code = denied.code;
+    let body = error::body(style, code, code.default_message(), request_id);
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = code.status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(granted) = granted {
+        headers::rate_limits(resp.headers_mut(), &granted, style, app.clock.now_ms());
+    }
+    if let Some(wait) = retry_after {
+        headers::retry_after(resp.headers_mut(), wait);
+    }
+    app.count_request();
+    tracing::info!(
+        target: "keygate::access",
+        request_id,
+        key_id = key.as_ref().map(|k| k.id()),
+        method = %method,
+        path,
+        client = %conn.peer,
+        status = code.status().as_u16(),
+        code = code.as_str(),
+        reason = %denied.reason,
+        duration_us = started.elapsed().as_micros() as u64,
+        "refused"
+    );
+    resp
+}
+
+/// Reads a whole body, refusing it past `max` bytes.
+async fn read_body(incoming: Incoming, max: u64) -> Result<Bytes, Denied> {
+    let too_large = || Denied::new(Code::RequestTooLarge, "the body is over server.max_body_bytes");
+    if incoming.size_hint().lower() > max {
+        return Err(too_large());
+    }
+    match Limited::new(incoming, max as usize).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Denied::new(
+            Code::InvalidRequest,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+/// OpenAI chat completions are read so that a streamed one can be asked for its usage chunk.
+fn wants_usage(parts: &http::request::Parts, style: ErrorStyle) -> bool {
+    style == ErrorStyle::OpenAi
+        && parts.method == Method::POST
+        && parts.uri.path().ends_with("/chat/completions")
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    resp
+}
+
+/// `req_` + 24 hex digits: a per-process random base plus a counter, so ids are unique
+/// without a syscall per request.
+pub fn next_request_id() -> String {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_or(0x5eed, |()| u64::from_le_bytes(b))
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("req_{:016x}{:08x}", base ^ n.rotate_left(32), n as u32)
+}

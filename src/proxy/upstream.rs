@@ -1,0 +1,121 @@
+//! Clients for the configured upstreams: one pooled hyper-util client per upstream, speaking
+//! HTTP/1.1 or HTTP/2 (by ALPN) over rustls with the `ring` provider.
+//!
+//! Trust is the webpki roots plus the upstream's `ca_file`, so no system trust store is needed.
+//! Sockets get `TCP_NODELAY` (small writes must not wait for delayed ACKs) and the configured
+//! connect timeout. A reload reuses a client whose connection settings did not change, so its
+//! pool of warm connections survives.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+
+use super::body::RequestBody;
+use crate::config::Upstream;
+
+/// Idle pooled connections are closed after this long: shorter than the idle timeouts of
+/// common LLM APIs (about 90 s), so keygate never reuses a connection the far end just closed.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Idle connections kept per upstream host: enough for bursts on 32+ parallel clients.
+const POOL_MAX_IDLE: usize = 256;
+
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// One upstream's settings with its client.
+pub struct UpstreamClient {
+    pub config: Arc<Upstream>,
+    pub client: HttpClient,
+}
+
+/// Why an upstream's client could not be built (a bad `ca_file`).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream {name}: {message}")]
+pub struct BuildError {
+    pub name: String,
+    pub message: String,
+}
+
+/// Builds clients for `upstreams`, reusing those of `previous` whose connection settings match.
+pub fn build_all(
+    upstreams: &std::collections::BTreeMap<String, Arc<Upstream>>,
+    previous: Option<&HashMap<String, Arc<UpstreamClient>>>,
+) -> Result<HashMap<String, Arc<UpstreamClient>>, BuildError> {
+    let mut out = HashMap::with_capacity(upstreams.len());
+    for (name, config) in upstreams {
+        let reused = previous
+            .and_then(|p| p.get(name))
+            .filter(|old| same_connection(&old.config, config))
+            .map(|old| {
+                Arc::new(UpstreamClient {
+                    config: Arc::clone(config),
+                    client: old.client.clone(),
+                })
+            });
+        let client = match reused {
+            Some(c) => c,
+            None => Arc::new(UpstreamClient {
+                config: Arc::clone(config),
+                client: build(config)?,
+            }),
+        };
+        out.insert(name.clone(), client);
+    }
+    Ok(out)
+}
+
+fn same_connection(a: &Upstream, b: &Upstream) -> bool {
+    a.base_url.scheme() == b.base_url.scheme()
+        && a.base_url.authority() == b.base_url.authority()
+        && a.connect_timeout == b.connect_timeout
+        && a.ca_file == b.ca_file
+}
+
+fn build(upstream: &Upstream) -> Result<HttpClient, BuildError> {
+    let fail = |message: String| BuildError {
+        name: upstream.name.clone(),
+        message,
+    };
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &upstream.ca_file {
+        let certs = crate::net::tls::read_certs(path).map_err(fail)?;
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| fail(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(upstream.connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .set_host(true)
+        .build(connector))
+}
