@@ -65,14 +65,16 @@ impl Live {
                 }
             }
         }
-        let upstreams =
-            match crate::proxy::upstream::build_all(&config.upstreams, previous.map(|p| &p.upstreams)) {
-                Ok(u) => u,
-                Err(e) => {
-                    errors.push(e.to_string());
-                    HashMap::new()
-                }
-            };
+        let upstreams = match crate::proxy::upstream::build_all(
+            &config.upstreams,
+            previous.map(|p| &p.upstreams),
+        ) {
+            Ok(u) => u,
+            Err(e) => {
+                errors.push(e.to_string());
+                HashMap::new()
+            }
+        };
         if !errors.is_empty() {
             return Err(errors.join("\n"));
         }
@@ -252,7 +254,10 @@ pub async fn run(
     }
     shutdown.await;
     let grace = app.config().server.shutdown_grace;
-    tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: draining connections");
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining connections"
+    );
     let _ = stop_tx.send(true);
     if tokio::time::timeout(grace, async { while data.join_next().await.is_some() {} })
         .await

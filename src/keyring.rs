@@ -266,13 +266,16 @@ impl Keyring {
             }
         }
         for &(hash, until_ms) in &keep {
-            self.shard(&hash).write().unwrap_or_else(|e| e.into_inner()).insert(
-                hash,
-                Slot {
-                    key: Arc::clone(&state),
-                    until_ms,
-                },
-            );
+            self.shard(&hash)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    hash,
+                    Slot {
+                        key: Arc::clone(&state),
+                        until_ms,
+                    },
+                );
         }
         let stale = old
             .into_iter()
@@ -281,7 +284,10 @@ impl Keyring {
             .map(KeyHash)
             .filter(|h| !keep.iter().any(|(k, _)| k == h));
         for hash in stale {
-            self.shard(&hash).write().unwrap_or_else(|e| e.into_inner()).remove(&hash);
+            self.shard(&hash)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&hash);
         }
         Ok(())
     }
@@ -442,7 +448,12 @@ mod tests {
     fn account_limits_are_shared_and_swapped() {
         let ring = Keyring::new();
         ring.apply(None, &record(1)).unwrap();
-        let account = ring.find(&KeyHash([1; 32]), 0).unwrap().policy().account.clone();
+        let account = ring
+            .find(&KeyHash([1; 32]), 0)
+            .unwrap()
+            .policy()
+            .account
+            .clone();
         assert!(account.limits().rate_limit.is_none());
         ring.apply_account(&AccountRecord {
             name: "acme".into(),
@@ -466,7 +477,10 @@ mod tests {
         let ring = Keyring::new();
         let mut bad = record(1);
         bad.allowed_ips = vec!["not-a-net".into()];
-        assert!(matches!(ring.apply(None, &bad), Err(IndexError::BadPolicy { .. })));
+        assert!(matches!(
+            ring.apply(None, &bad),
+            Err(IndexError::BadPolicy { .. })
+        ));
         bad.allowed_ips.clear();
         bad.id = "short".into();
         assert!(matches!(ring.apply(None, &bad), Err(IndexError::BadId(_))));

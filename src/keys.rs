@@ -66,7 +66,11 @@ impl std::hash::Hash for KeyHash {
 impl fmt::Debug for KeyHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A hash is not a secret, but a short form keeps logs readable.
-        write!(f, "KeyHash({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "KeyHash({:02x}{:02x}{:02x}{:02x}…)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -103,7 +107,11 @@ pub fn parse(key: &str) -> Result<ParsedKey<'_>, ParseError> {
     if !valid_prefix(&key[..prefix_len]) {
         return Err(ParseError::Prefix);
     }
-    if !signed[prefix_len..].iter().chain(checksum).all(|b| b.is_ascii_alphanumeric()) {
+    if !signed[prefix_len..]
+        .iter()
+        .chain(checksum)
+        .all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(ParseError::Charset);
     }
     if checksum != encode_checksum(crc32fast::hash(signed)) {
@@ -162,7 +170,11 @@ pub fn new_id(created_ms: i64) -> Result<String, getrandom::Error> {
     let mut id = String::with_capacity(20);
     id.push_str("key_");
     // 62^8 ms is about 6,900 years: no timestamp of this era overflows 8 digits.
-    id.extend(encode_fixed(created_ms.max(0) as u64, 8).iter().map(|&b| b as char));
+    id.extend(
+        encode_fixed(created_ms.max(0) as u64, 8)
+            .iter()
+            .map(|&b| b as char),
+    );
     id.push_str(&random_base62(8)?);
     Ok(id)
 }
@@ -244,18 +256,34 @@ mod tests {
     fn malformed_keys_are_rejected_with_their_reason() {
         let key = fresh("sk-kg-");
         assert_eq!(parse("").err(), Some(ParseError::Length));
-        assert_eq!(parse(&format!("9{}", &key[1..])).err(), Some(ParseError::Prefix));
-        assert_eq!(parse(&format!("é{}", &key[2..])).err(), Some(ParseError::Charset));
-        assert_eq!(parse(&format!("{key}{key}")).err(), Some(ParseError::Length));
+        assert_eq!(
+            parse(&format!("9{}", &key[1..])).err(),
+            Some(ParseError::Prefix)
+        );
+        assert_eq!(
+            parse(&format!("é{}", &key[2..])).err(),
+            Some(ParseError::Charset)
+        );
+        assert_eq!(
+            parse(&format!("{key}{key}")).err(),
+            Some(ParseError::Length)
+        );
         let body_at = key.len() - CHECKSUM_LEN - 1;
         let mut bad = key.clone();
         bad.replace_range(body_at..body_at + 1, "!");
         assert_eq!(parse(&bad).err(), Some(ParseError::Charset));
         let mut typo = key.clone();
-        let c = if &key[body_at..=body_at] == "a" { "b" } else { "a" };
+        let c = if &key[body_at..=body_at] == "a" {
+            "b"
+        } else {
+            "a"
+        };
         typo.replace_range(body_at..body_at + 1, c);
         assert_eq!(parse(&typo).err(), Some(ParseError::Checksum));
-        assert_eq!(parse("1x-abcdefghijklmnopqrstuvabcdef").err(), Some(ParseError::Prefix));
+        assert_eq!(
+            parse("1x-abcdefghijklmnopqrstuvabcdef").err(),
+            Some(ParseError::Prefix)
+        );
     }
 
     #[test]

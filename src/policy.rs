@@ -47,7 +47,8 @@ impl OriginPattern {
             OriginPattern::Exact(h) => h.eq_ignore_ascii_case(host),
             OriginPattern::Subdomains(suffix) => {
                 host.len() > suffix.len()
-                    && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
             }
         }
     }

@@ -83,10 +83,17 @@ pub fn reload(app: &App, trigger: Trigger) -> Report {
                             warnings,
                         }
                     }
-                    Err(error) => rejected(app, at, trigger, error.lines().map(str::to_owned).collect()),
+                    Err(error) => {
+                        rejected(app, at, trigger, error.lines().map(str::to_owned).collect())
+                    }
                 }
             }
-            Err(errors) => rejected(app, at, trigger, errors.0.iter().map(ToString::to_string).collect()),
+            Err(errors) => rejected(
+                app,
+                at,
+                trigger,
+                errors.0.iter().map(ToString::to_string).collect(),
+            ),
         },
     };
     app.last_reload.set(report.clone());

@@ -20,7 +20,10 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<AdminResponse, ApiError> {
         .take::<String>("name")?
         .ok_or_else(|| ApiError::invalid("name", "name is required"))?;
     let name = input::account_name("name", &name)?;
-    let max_active_keys = f.take::<u32>("max_active_keys")?.map(max_keys).transpose()?;
+    let max_active_keys = f
+        .take::<u32>("max_active_keys")?
+        .map(max_keys)
+        .transpose()?;
     let limits = LimitsPatch::take(&mut f)?.apply(Limits::default());
     f.finish()?;
     let record = AccountRecord {
@@ -113,7 +116,13 @@ pub async fn update(ctx: &Ctx, name: &str, body: &[u8]) -> Result<AdminResponse,
         if new.limits != old.limits {
             changed.push("limits");
         }
-        tx.audit(now, actor, "account.update", Some(&owned), json!({ "changed": changed }))?;
+        tx.audit(
+            now,
+            actor,
+            "account.update",
+            Some(&owned),
+            json!({ "changed": changed }),
+        )?;
         changes.accounts.push(new.clone());
         let keys = tx.account_keys(&owned)?;
         Ok((new, keys))
@@ -136,13 +145,15 @@ pub async fn delete(ctx: &Ctx, name: &str) -> Result<AdminResponse, ApiError> {
         if tx.account(&owned)?.is_none() {
             return Err(ApiError::not_found("account", &owned));
         }
-        let live = tx.account_keys(&owned)?.iter().filter(|k| k.is_live()).count();
+        let live = tx
+            .account_keys(&owned)?
+            .iter()
+            .filter(|k| k.is_live())
+            .count();
         if live > 0 {
             return Err(ApiError::Conflict {
                 code: "account_has_keys",
-                message: format!(
-                    "account {owned} still has {live} live keys; revoke them first"
-                ),
+                message: format!("account {owned} still has {live} live keys; revoke them first"),
             });
         }
         tx.delete_account(&owned)?;
@@ -156,7 +167,10 @@ pub async fn delete(ctx: &Ctx, name: &str) -> Result<AdminResponse, ApiError> {
 
 fn max_keys(n: u32) -> Result<u32, ApiError> {
     if n == 0 {
-        return Err(ApiError::invalid("max_active_keys", "max_active_keys must be at least 1"));
+        return Err(ApiError::invalid(
+            "max_active_keys",
+            "max_active_keys must be at least 1",
+        ));
     }
     Ok(n)
 }

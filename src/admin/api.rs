@@ -163,7 +163,11 @@ pub fn quota_json(quota: Quota) -> QuotaJson {
 /// The three limit fields of a key or account object.
 pub fn limits_json(
     limits: &Limits,
-) -> (Option<RateLimitJson>, Option<TokenLimitJson>, Option<QuotaJson>) {
+) -> (
+    Option<RateLimitJson>,
+    Option<TokenLimitJson>,
+    Option<QuotaJson>,
+) {
     (
         limits.rate_limit.map(rate_json),
         limits.token_limit.map(token_json),

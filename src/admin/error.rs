@@ -124,6 +124,24 @@ impl ApiError {
     }
 }
 
+impl From<String> for ApiError {
+    fn from(message: String) -> Self {
+        ApiError::Internal(message)
+    }
+}
+
+impl From<crate::keyring::IndexError> for ApiError {
+    fn from(e: crate::keyring::IndexError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<getrandom::Error> for ApiError {
+    fn from(e: getrandom::Error) -> Self {
+        ApiError::Internal(format!("the OS random source failed: {e}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,9 +149,24 @@ mod tests {
     #[test]
     fn every_variant_has_its_status_code_and_type() {
         let cases: Vec<(ApiError, u16, &str, &str)> = vec![
-            (ApiError::invalid("name", "x"), 400, "invalid_name", "invalid_request_error"),
-            (ApiError::UnknownField("nmae".into()), 400, "unknown_field", "invalid_request_error"),
-            (ApiError::BadBody("x".into()), 400, "invalid_body", "invalid_request_error"),
+            (
+                ApiError::invalid("name", "x"),
+                400,
+                "invalid_name",
+                "invalid_request_error",
+            ),
+            (
+                ApiError::UnknownField("nmae".into()),
+                400,
+                "unknown_field",
+                "invalid_request_error",
+            ),
+            (
+                ApiError::BadBody("x".into()),
+                400,
+                "invalid_body",
+                "invalid_request_error",
+            ),
             (
                 ApiError::InvalidQuery {
                     param: "limit".into(),
@@ -143,7 +176,12 @@ mod tests {
                 "invalid_limit",
                 "invalid_request_error",
             ),
-            (ApiError::not_found("key", "k"), 404, "not_found", "not_found_error"),
+            (
+                ApiError::not_found("key", "k"),
+                404,
+                "not_found",
+                "not_found_error",
+            ),
             (
                 ApiError::NoRoute {
                     method: "GET".into(),
@@ -171,9 +209,24 @@ mod tests {
                 "key_limit_reached",
                 "invalid_request_error",
             ),
-            (ApiError::TooLarge(10), 413, "request_too_large", "invalid_request_error"),
-            (ApiError::Forbidden, 403, "permission_denied", "permission_error"),
-            (ApiError::Internal("boom".into()), 500, "internal_error", "api_error"),
+            (
+                ApiError::TooLarge(10),
+                413,
+                "request_too_large",
+                "invalid_request_error",
+            ),
+            (
+                ApiError::Forbidden,
+                403,
+                "permission_denied",
+                "permission_error",
+            ),
+            (
+                ApiError::Internal("boom".into()),
+                500,
+                "internal_error",
+                "api_error",
+            ),
         ];
         for (err, status, code, kind) in cases {
             assert_eq!(err.status().as_u16(), status, "{err:?}");
@@ -193,23 +246,5 @@ mod tests {
     fn field_errors_name_the_field_as_param() {
         let body = ApiError::invalid("allowed_ips", "bad").body();
         assert_eq!(body.error.param.as_deref(), Some("allowed_ips"));
-    }
-}
-
-impl From<String> for ApiError {
-    fn from(message: String) -> Self {
-        ApiError::Internal(message)
-    }
-}
-
-impl From<crate::keyring::IndexError> for ApiError {
-    fn from(e: crate::keyring::IndexError) -> Self {
-        ApiError::Internal(e.to_string())
-    }
-}
-
-impl From<getrandom::Error> for ApiError {
-    fn from(e: getrandom::Error) -> Self {
-        ApiError::Internal(format!("the OS random source failed: {e}"))
     }
 }

@@ -33,7 +33,9 @@ impl Fields {
         match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => Ok(Fields { map }),
             Ok(_) => Err(ApiError::BadBody("the body must be a JSON object".into())),
-            Err(e) => Err(ApiError::BadBody(format!("the body is not valid JSON: {e}"))),
+            Err(e) => Err(ApiError::BadBody(format!(
+                "the body is not valid JSON: {e}"
+            ))),
         }
     }
 
@@ -146,7 +148,10 @@ pub fn models(list: Vec<String>) -> Result<Vec<String>, ApiError> {
 /// A metadata object, stored as compact JSON text of at most 4 KiB.
 pub fn metadata(value: Value) -> Result<String, ApiError> {
     if !value.is_object() {
-        return Err(ApiError::invalid("metadata", "metadata must be a JSON object"));
+        return Err(ApiError::invalid(
+            "metadata",
+            "metadata must be a JSON object",
+        ));
     }
     let text = value.to_string();
     if text.len() > MAX_METADATA_BYTES {
@@ -161,14 +166,20 @@ pub fn metadata(value: Value) -> Result<String, ApiError> {
 fn interval(field: &str, text: &str) -> Result<std::time::Duration, ApiError> {
     match parse_duration(text) {
         Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(ApiError::invalid(field, format!("{field}: interval must be positive"))),
+        Ok(_) => Err(ApiError::invalid(
+            field,
+            format!("{field}: interval must be positive"),
+        )),
         Err(e) => Err(ApiError::invalid(field, format!("{field}: {e}"))),
     }
 }
 
 pub fn rate_limit(json: RateLimitJson) -> Result<Rate, ApiError> {
     if json.requests == 0 {
-        return Err(ApiError::invalid("rate_limit", "rate_limit: requests must be at least 1"));
+        return Err(ApiError::invalid(
+            "rate_limit",
+            "rate_limit: requests must be at least 1",
+        ));
     }
     Ok(Rate {
         requests: json.requests,
@@ -178,7 +189,10 @@ pub fn rate_limit(json: RateLimitJson) -> Result<Rate, ApiError> {
 
 pub fn token_limit(json: TokenLimitJson) -> Result<TokenRate, ApiError> {
     if json.tokens == 0 {
-        return Err(ApiError::invalid("token_limit", "token_limit: tokens must be at least 1"));
+        return Err(ApiError::invalid(
+            "token_limit",
+            "token_limit: tokens must be at least 1",
+        ));
     }
     Ok(TokenRate {
         tokens: json.tokens,
@@ -188,7 +202,10 @@ pub fn token_limit(json: TokenLimitJson) -> Result<TokenRate, ApiError> {
 
 pub fn quota(json: QuotaJson) -> Result<Quota, ApiError> {
     if json.requests.is_none() && json.tokens.is_none() {
-        return Err(ApiError::invalid("quota", "quota needs requests, tokens or both"));
+        return Err(ApiError::invalid(
+            "quota",
+            "quota needs requests, tokens or both",
+        ));
     }
     Ok(Quota {
         requests: json.requests,
@@ -264,7 +281,10 @@ mod tests {
     #[test]
     fn a_wrong_type_names_its_field() {
         let mut f = Fields::parse(br#"{"scopes":"chat"}"#).unwrap();
-        assert_eq!(f.take::<Vec<String>>("scopes").unwrap_err().code(), "invalid_scopes");
+        assert_eq!(
+            f.take::<Vec<String>>("scopes").unwrap_err().code(),
+            "invalid_scopes"
+        );
     }
 
     #[test]
@@ -279,7 +299,10 @@ mod tests {
         assert!(name(String::new()).is_err());
         assert!(name("x".repeat(256)).is_err());
         assert!(name("ok name".into()).is_ok());
-        assert_eq!(account_name("account", "a/b").unwrap_err().code(), "invalid_account");
+        assert_eq!(
+            account_name("account", "a/b").unwrap_err().code(),
+            "invalid_account"
+        );
         assert_eq!(ips(vec!["10.1.2.3".into()]).unwrap(), vec!["10.1.2.3/32"]);
         assert_eq!(
             origins(vec!["https://App.example.com".into()]).unwrap(),

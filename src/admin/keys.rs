@@ -168,7 +168,10 @@ pub async fn update(ctx: &Ctx, id: &str, body: &[u8]) -> Result<AdminResponse, A
         allowed_ips: take_list(&mut f, "allowed_ips", input::ips)?,
         allowed_models: take_list(&mut f, "allowed_models", input::models)?,
         limits: LimitsPatch::take(&mut f)?,
-        metadata: f.take::<Value>("metadata")?.map(input::metadata).transpose()?,
+        metadata: f
+            .take::<Value>("metadata")?
+            .map(input::metadata)
+            .transpose()?,
         is_active: f.take::<bool>("is_active")?,
     };
     f.finish()?;
@@ -177,7 +180,9 @@ pub async fn update(ctx: &Ctx, id: &str, body: &[u8]) -> Result<AdminResponse, A
     let actor = ctx.peer.actor();
     let id = id.to_owned();
     let record = change(ctx, move |tx, changes| {
-        let old = tx.key(&id)?.ok_or_else(|| ApiError::not_found("key", &id))?;
+        let old = tx
+            .key(&id)?
+            .ok_or_else(|| ApiError::not_found("key", &id))?;
         if old.revoked_at_ms.is_some() {
             return Err(revoked(&id));
         }
@@ -215,14 +220,22 @@ pub async fn update(ctx: &Ctx, id: &str, body: &[u8]) -> Result<AdminResponse, A
         }
         if new.is_live() && !new.primary {
             let keys = tx.account_keys(&new.account)?;
-            new.primary = !keys.iter().any(|k| k.id != new.id && k.primary && k.is_live());
+            new.primary = !keys
+                .iter()
+                .any(|k| k.id != new.id && k.primary && k.is_live());
         }
         tx.put_key(&new, Some(&old))?;
         changes.keys.push((Some(old.clone()), new.clone()));
         if old.primary && !new.primary {
             promote_successor(tx, changes, &old.account, now)?;
         }
-        tx.audit(now, actor, "key.update", Some(&id), json!({ "changed": changed }))?;
+        tx.audit(
+            now,
+            actor,
+            "key.update",
+            Some(&id),
+            json!({ "changed": changed }),
+        )?;
         Ok(new)
     })
     .await?;
@@ -240,7 +253,9 @@ pub async fn revoke(ctx: &Ctx, id: &str) -> Result<AdminResponse, ApiError> {
     let actor = ctx.peer.actor();
     let id = id.to_owned();
     let id = change(ctx, move |tx, changes| {
-        let old = tx.key(&id)?.ok_or_else(|| ApiError::not_found("key", &id))?;
+        let old = tx
+            .key(&id)?
+            .ok_or_else(|| ApiError::not_found("key", &id))?;
         if old.revoked_at_ms.is_some() {
             return Ok(id);
         }
@@ -312,7 +327,9 @@ pub async fn make_primary(ctx: &Ctx, id: &str) -> Result<AdminResponse, ApiError
     let actor = ctx.peer.actor();
     let id = id.to_owned();
     change(ctx, move |tx, changes| {
-        let old = tx.key(&id)?.ok_or_else(|| ApiError::not_found("key", &id))?;
+        let old = tx
+            .key(&id)?
+            .ok_or_else(|| ApiError::not_found("key", &id))?;
         if !old.is_live() {
             return Err(ApiError::Conflict {
                 code: "key_inactive",
@@ -395,7 +412,10 @@ fn take_expiry(f: &mut Fields, now: i64) -> Result<Option<Option<i64>>, ApiError
         (None, Some(text)) => {
             let d = parse_duration(&text).map_err(|e| ApiError::invalid("expires_in", e))?;
             if d.is_zero() {
-                return Err(ApiError::invalid("expires_in", "expires_in must be positive"));
+                return Err(ApiError::invalid(
+                    "expires_in",
+                    "expires_in must be positive",
+                ));
             }
             let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             Ok(Some(Some(now.saturating_add(ms))))

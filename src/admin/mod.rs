@@ -18,8 +18,8 @@
 //! allowed gets 403 on every request and nothing else. Changes are serialised by the app's admin
 //! lock, committed durably, applied to the in-memory index, and only then answered.
 
-pub mod api;
 mod accounts;
+pub mod api;
 mod error;
 pub mod input;
 mod keys;
@@ -78,9 +78,18 @@ pub async fn serve(listener: UnixListener, app: Arc<App>, mut stop: watch::Recei
             }
         };
         let config = app.config();
-        let allowed = peer.is_allowed(app.own_uid, &config.admin.allowed_uids, &config.admin.allowed_gids);
+        let allowed = peer.is_allowed(
+            app.own_uid,
+            &config.admin.allowed_uids,
+            &config.admin.allowed_gids,
+        );
         if !allowed {
-            tracing::warn!(uid = peer.uid, gid = peer.gid, pid = peer.pid, "admin peer refused");
+            tracing::warn!(
+                uid = peer.uid,
+                gid = peer.gid,
+                pid = peer.pid,
+                "admin peer refused"
+            );
         }
         let app = Arc::clone(&app);
         let service = hyper::service::service_fn(move |req| {
@@ -99,7 +108,10 @@ pub async fn serve(listener: UnixListener, app: Arc<App>, mut stop: watch::Recei
             }
         });
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("admin connections did not finish within {DRAIN:?}; closing them");
     }
 }

@@ -2,7 +2,7 @@
 //! store holds, with usage totals merged in. Nothing here can reach a secret: records hold only
 //! hashes, and the one-time secret is added by the create and rotate handlers alone.
 
-use super::api::{AccountObject, AuditEntry, ActorJson, KeyObject, UsageTotals, limits_json};
+use super::api::{AccountObject, ActorJson, AuditEntry, KeyObject, UsageTotals, limits_json};
 use crate::clock::rfc3339;
 use crate::policy::Limits;
 use crate::scope::Scopes;

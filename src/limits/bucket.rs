@@ -19,7 +19,9 @@ pub struct Params {
 
 impl Params {
     fn interval_ns(self) -> u64 {
-        u64::try_from(self.interval.as_nanos()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.interval.as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// Nanoseconds that `n` units push the TAT, rounded up so that no rounding ever lets an
@@ -63,8 +65,8 @@ impl Bucket {
     fn level(p: Params, tat: u64, now: u64) -> Level {
         let base = tat.max(now);
         let headroom = (now.saturating_add(p.interval_ns())).saturating_sub(base);
-        let remaining = (u128::from(headroom) * u128::from(p.amount) / u128::from(p.interval_ns()))
-            as u64;
+        let remaining =
+            (u128::from(headroom) * u128::from(p.amount) / u128::from(p.interval_ns())) as u64;
         Level {
             limit: p.amount,
             remaining: remaining.min(p.amount),
@@ -125,7 +127,8 @@ impl Bucket {
             Some(if actual > reserved {
                 tat.max(now).saturating_add(p.cost_ns(actual - reserved))
             } else {
-                tat.saturating_sub(p.cost_ns(reserved - actual)).max(now.min(tat))
+                tat.saturating_sub(p.cost_ns(reserved - actual))
+                    .max(now.min(tat))
             })
         });
     }
@@ -237,7 +240,9 @@ mod tests {
         let granted: u64 = (0..8)
             .map(|_| {
                 let b = Arc::clone(&b);
-                std::thread::spawn(move || (0..500).filter(|_| b.take(p, now, 1).is_ok()).count() as u64)
+                std::thread::spawn(move || {
+                    (0..500).filter(|_| b.take(p, now, 1).is_ok()).count() as u64
+                })
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -254,7 +259,9 @@ mod tests {
         let reserved: u64 = (0..8)
             .map(|_| {
                 let b = Arc::clone(&b);
-                std::thread::spawn(move || (0..100).filter(|_| b.reserve(p, now, 64).is_ok()).count() as u64 * 64)
+                std::thread::spawn(move || {
+                    (0..100).filter(|_| b.reserve(p, now, 64).is_ok()).count() as u64 * 64
+                })
             })
             .collect::<Vec<_>>()
             .into_iter()

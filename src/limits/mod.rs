@@ -77,7 +77,6 @@ pub struct Granted {
 pub struct RateLimited {
     pub unit: Unit,
     pub layer: Layer,
-    pub level: Level,
     pub retry_after: Duration,
     /// The levels to report in headers (the least remaining of each unit).
     pub report: Granted,
@@ -100,9 +99,19 @@ fn buckets<'a>(
 ) -> [(Option<Params>, &'a Bucket, Layer, Unit); 4] {
     [
         (a.key_requests, &key.requests, Layer::Key, Unit::Requests),
-        (a.account_requests, &account.requests, Layer::Account, Unit::Requests),
+        (
+            a.account_requests,
+            &account.requests,
+            Layer::Account,
+            Unit::Requests,
+        ),
         (a.key_tokens, &key.tokens, Layer::Key, Unit::Tokens),
-        (a.account_tokens, &account.tokens, Layer::Account, Unit::Tokens),
+        (
+            a.account_tokens,
+            &account.tokens,
+            Layer::Account,
+            Unit::Tokens,
+        ),
     ]
 }
 
@@ -139,7 +148,6 @@ pub fn take(
                 return Err(RateLimited {
                     unit,
                     layer,
-                    level: empty.level,
                     retry_after: empty.retry_after,
                     report: granted,
                 });
@@ -164,16 +172,18 @@ pub fn peek(
         record(&mut granted, unit, level);
         if level.remaining == 0 && refused.is_none() {
             let per_unit = p.interval.as_nanos() / u128::from(p.amount.max(1));
-            let until_one = level.reset.as_nanos().saturating_sub(p.interval.as_nanos() - per_unit);
-            refused = Some((unit, layer, level, Duration::from_nanos(until_one as u64)));
+            let until_one = level
+                .reset
+                .as_nanos()
+                .saturating_sub(p.interval.as_nanos() - per_unit);
+            refused = Some((unit, layer, Duration::from_nanos(until_one as u64)));
         }
     }
     match refused {
         None => Ok(granted),
-        Some((unit, layer, level, retry_after)) => Err(RateLimited {
+        Some((unit, layer, retry_after)) => Err(RateLimited {
             unit,
             layer,
-            level,
             retry_after,
             report: granted,
         }),
@@ -184,7 +194,11 @@ pub fn peek(
 pub fn refund(a: &Applicable, key: &KeyState, account: &AccountState, now: u64, granted: &Granted) {
     for (params, bucket, _, unit) in buckets(a, key, account) {
         if let Some(p) = params {
-            let n = if unit == Unit::Requests { 1 } else { granted.reserved_tokens };
+            let n = if unit == Unit::Requests {
+                1
+            } else {
+                granted.reserved_tokens
+            };
             bucket.refund(p, now, n);
         }
     }

@@ -105,16 +105,19 @@ pub async fn serve(
             });
             let result = match tls {
                 None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
                 Some(acceptor) => {
                     let Some(tls_stream) =
-                        handshake(acceptor, stream, config.server.tls_handshake_timeout, peer).await
+                        handshake(acceptor, stream, config.server.tls_handshake_timeout, peer)
+                            .await
                     else {
                         return;
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
                     watcher.watch(conn.into_owned()).await
                 }
             };
@@ -165,7 +168,11 @@ pub async fn bind_all(app: &App) -> std::io::Result<Vec<DataListener>> {
                 Some(TlsAcceptor::from(config))
             }
         };
-        out.push(DataListener { listener, addr, tls });
+        out.push(DataListener {
+            listener,
+            addr,
+            tls,
+        });
     }
     Ok(out)
 }

@@ -44,13 +44,7 @@ pub fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, String> {
         .map_err(|e| format!("{}: cannot read a private key: {e}", files.key.display()))?;
     CertifiedKey::from_der(chain, key, &provider())
         .map(Arc::new)
-        .map_err(|e| {
-            format!(
-                "{} and {}: {e}",
-                files.cert.display(),
-                files.key.display()
-            )
-        })
+        .map_err(|e| format!("{} and {}: {e}", files.cert.display(), files.key.display()))
 }
 
 /// The server config of one TLS listener.
@@ -77,7 +71,9 @@ impl LiveCert {
 
 impl std::fmt::Debug for LiveCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LiveCert").field("addr", &self.addr).finish()
+        f.debug_struct("LiveCert")
+            .field("addr", &self.addr)
+            .finish()
     }
 }
 

@@ -155,7 +155,9 @@ impl Relay {
             let event = sse_event(self.style, code, code.default_message(), &self.request_id);
             Poll::Ready(Some(Ok(Frame::data(event))))
         } else {
-            Poll::Ready(Some(Err(format!("upstream failed mid-body: {cause}").into())))
+            Poll::Ready(Some(Err(
+                format!("upstream failed mid-body: {cause}").into()
+            )))
         }
     }
 }

@@ -40,10 +40,14 @@ pub fn credential(headers: &HeaderMap) -> Result<&str, Denied> {
     let bearer = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(v) => {
-            let v = v.to_str().map_err(|_| invalid("the Authorization header is not text"))?;
+            let v = v
+                .to_str()
+                .map_err(|_| invalid("the Authorization header is not text"))?;
             let (scheme, token) = v.split_once(' ').unwrap_or((v, ""));
             if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(invalid("the Authorization header does not use the Bearer scheme"));
+                return Err(invalid(
+                    "the Authorization header does not use the Bearer scheme",
+                ));
             }
             Some(token.trim())
         }
@@ -61,9 +65,9 @@ pub fn credential(headers: &HeaderMap) -> Result<&str, Denied> {
             Code::MissingApiKey,
             "no Authorization or x-api-key header",
         )),
-        (Some(a), Some(b)) if a != b => Err(invalid(
-            "Authorization and x-api-key carry different keys",
-        )),
+        (Some(a), Some(b)) if a != b => {
+            Err(invalid("Authorization and x-api-key carry different keys"))
+        }
         (Some(k), _) | (None, Some(k)) => Ok(k),
     }
 }
@@ -74,8 +78,13 @@ fn invalid(reason: &str) -> Denied {
 
 /// Finds the key a presented secret belongs to. Malformed, unknown, revoked and rotated-out
 /// keys all get the same answer.
-pub fn authenticate(keyring: &Keyring, presented: &str, now_ms: i64) -> Result<Arc<KeyState>, Denied> {
-    let parsed = keys::parse(presented).map_err(|e| invalid(&format!("the key is malformed: {e}")))?;
+pub fn authenticate(
+    keyring: &Keyring,
+    presented: &str,
+    now_ms: i64,
+) -> Result<Arc<KeyState>, Denied> {
+    let parsed =
+        keys::parse(presented).map_err(|e| invalid(&format!("the key is malformed: {e}")))?;
     keyring
         .find(&parsed.hash(), now_ms)
         .ok_or_else(|| invalid("no active key has this secret (unknown, revoked or rotated out)"))
@@ -132,7 +141,10 @@ pub fn check_ip(policy: &KeyPolicy, ip: IpAddr) -> Result<(), Denied> {
     let allowed: Vec<String> = r.ips.iter().map(ToString::to_string).collect();
     Err(Denied::new(
         Code::IpNotAllowed,
-        format!("client IP {ip} is not in allowed_ips ({})", allowed.join(", ")),
+        format!(
+            "client IP {ip} is not in allowed_ips ({})",
+            allowed.join(", ")
+        ),
     ))
 }
 
@@ -148,7 +160,10 @@ pub fn origin(headers: &HeaderMap) -> Option<&str> {
 /// `allowed_origins` does not.
 pub fn check_origin(policy: &KeyPolicy, origin: Option<&str>) -> Result<(), Denied> {
     let (Some(r), Some(origin)) = (
-        policy.restrictions.as_deref().filter(|r| !r.origins.is_empty()),
+        policy
+            .restrictions
+            .as_deref()
+            .filter(|r| !r.origins.is_empty()),
         origin,
     ) else {
         return Ok(());
@@ -160,7 +175,10 @@ pub fn check_origin(policy: &KeyPolicy, origin: Option<&str>) -> Result<(), Deni
     let allowed: Vec<String> = r.origins.iter().map(ToString::to_string).collect();
     Err(Denied::new(
         Code::OriginNotAllowed,
-        format!("origin {origin} does not match any of {}", allowed.join(", ")),
+        format!(
+            "origin {origin} does not match any of {}",
+            allowed.join(", ")
+        ),
     ))
 }
 
@@ -174,7 +192,12 @@ pub fn select_route<'a>(
 ) -> Result<(usize, &'a Route), Denied> {
     route::select(&config.routes, order, method, path, model)
         .map(|i| (i, &config.routes[i]))
-        .ok_or_else(|| Denied::new(Code::RouteNotFound, format!("no route matches {method} {path}")))
+        .ok_or_else(|| {
+            Denied::new(
+                Code::RouteNotFound,
+                format!("no route matches {method} {path}"),
+            )
+        })
 }
 
 pub fn check_scope(policy: &KeyPolicy, route: &Route) -> Result<(), Denied> {
@@ -188,7 +211,11 @@ pub fn check_scope(policy: &KeyPolicy, route: &Route) -> Result<(), Denied> {
             "route {} needs scope {}; the key has {}",
             route.path,
             route.scope,
-            if has.is_empty() { "none".to_owned() } else { has.join(", ") }
+            if has.is_empty() {
+                "none".to_owned()
+            } else {
+                has.join(", ")
+            }
         ),
     ))
 }
@@ -197,7 +224,11 @@ pub fn check_scope(policy: &KeyPolicy, route: &Route) -> Result<(), Denied> {
 /// request that names no model only when the body was JSON without one; requests without a
 /// body (GET /v1/models) pass.
 pub fn check_model(policy: &KeyPolicy, model: Option<&str>) -> Result<(), Denied> {
-    let Some(r) = policy.restrictions.as_deref().filter(|r| !r.models.is_empty()) else {
+    let Some(r) = policy
+        .restrictions
+        .as_deref()
+        .filter(|r| !r.models.is_empty())
+    else {
         return Ok(());
     };
     let Some(model) = model else {
@@ -208,13 +239,19 @@ pub fn check_model(policy: &KeyPolicy, model: Option<&str>) -> Result<(), Denied
     }
     Err(Denied::new(
         Code::ModelNotAllowed,
-        format!("model {model} does not match any of {}", r.models.join(", ")),
+        format!(
+            "model {model} does not match any of {}",
+            r.models.join(", ")
+        ),
     ))
 }
 
 /// Whether the key restricts models (so the body's model must be read).
 pub fn restricts_models(policy: &KeyPolicy) -> bool {
-    policy.restrictions.as_deref().is_some_and(|r| !r.models.is_empty())
+    policy
+        .restrictions
+        .as_deref()
+        .is_some_and(|r| !r.models.is_empty())
 }
 
 #[cfg(test)]
@@ -235,18 +272,34 @@ mod tests {
 
     #[test]
     fn the_key_comes_from_bearer_or_x_api_key() {
-        assert_eq!(credential(&headers(&[("authorization", "Bearer abc")])).unwrap(), "abc");
-        assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")])).unwrap(), "abc");
-        assert_eq!(credential(&headers(&[("x-api-key", "abc")])).unwrap(), "abc");
         assert_eq!(
-            credential(&headers(&[("x-api-key", "abc"), ("authorization", "Bearer abc")])).unwrap(),
+            credential(&headers(&[("authorization", "Bearer abc")])).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "bearer  abc ")])).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            credential(&headers(&[("x-api-key", "abc")])).unwrap(),
+            "abc"
+        );
+        assert_eq!(
+            credential(&headers(&[
+                ("x-api-key", "abc"),
+                ("authorization", "Bearer abc")
+            ]))
+            .unwrap(),
             "abc"
         );
     }
 
     #[test]
     fn missing_mismatched_and_foreign_credentials_are_refused() {
-        assert_eq!(credential(&headers(&[])).unwrap_err().code, Code::MissingApiKey);
+        assert_eq!(
+            credential(&headers(&[])).unwrap_err().code,
+            Code::MissingApiKey
+        );
         let both = headers(&[("x-api-key", "a"), ("authorization", "Bearer b")]);
         assert_eq!(credential(&both).unwrap_err().code, Code::InvalidApiKey);
         let basic = headers(&[("authorization", "Basic dXNlcjpwYXNz")]);
@@ -258,21 +311,36 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.5")]);
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(peer, &h, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer, &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         let outsider: IpAddr = "8.8.8.8".parse().unwrap();
         assert_eq!(client_ip(outsider, &h, &trusted), outsider);
         assert_eq!(client_ip(peer, &headers(&[]), &trusted), peer);
         let garbled = headers(&[("x-forwarded-for", "1.2.3.4, nonsense")]);
         assert_eq!(client_ip(peer, &garbled, &trusted), peer);
-        let split = headers(&[("x-forwarded-for", "7.7.7.7"), ("x-forwarded-for", "10.1.1.1")]);
-        assert_eq!(client_ip(peer, &split, &trusted), "7.7.7.7".parse::<IpAddr>().unwrap());
+        let split = headers(&[
+            ("x-forwarded-for", "7.7.7.7"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        assert_eq!(
+            client_ip(peer, &split, &trusted),
+            "7.7.7.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
     fn origin_falls_back_to_referer() {
-        assert_eq!(origin(&headers(&[("referer", "https://a.com/page")])), Some("https://a.com/page"));
         assert_eq!(
-            origin(&headers(&[("origin", "https://b.com"), ("referer", "https://a.com/")])),
+            origin(&headers(&[("referer", "https://a.com/page")])),
+            Some("https://a.com/page")
+        );
+        assert_eq!(
+            origin(&headers(&[
+                ("origin", "https://b.com"),
+                ("referer", "https://a.com/")
+            ])),
             Some("https://b.com")
         );
         assert_eq!(origin(&headers(&[])), None);

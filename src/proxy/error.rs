@@ -79,9 +79,10 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::MissingApiKey | Code::InvalidApiKey | Code::ExpiredApiKey | Code::ApiKeyDisabled => {
-                StatusCode::UNAUTHORIZED
-            }
+            Code::MissingApiKey
+            | Code::InvalidApiKey
+            | Code::ExpiredApiKey
+            | Code::ApiKeyDisabled => StatusCode::UNAUTHORIZED,
             Code::IpNotAllowed
             | Code::OriginNotAllowed
             | Code::InsufficientScope
@@ -99,9 +100,10 @@ impl Code {
     /// The `type` on OpenAI-style routes (SPEC §2).
     pub fn openai_type(self) -> &'static str {
         match self {
-            Code::MissingApiKey | Code::InvalidApiKey | Code::ExpiredApiKey | Code::ApiKeyDisabled => {
-                "authentication_error"
-            }
+            Code::MissingApiKey
+            | Code::InvalidApiKey
+            | Code::ExpiredApiKey
+            | Code::ApiKeyDisabled => "authentication_error",
             Code::IpNotAllowed | Code::OriginNotAllowed | Code::ModelNotAllowed => {
                 "permission_error"
             }
@@ -145,12 +147,16 @@ impl Code {
             Code::AssistantNotFound => "No assistant with this id.",
             Code::InsufficientScope => "This API key does not have the scope this route requires.",
             Code::ModelNotAllowed => "This API key may not use this model.",
-            Code::RateLimitExceeded => "Rate limit exceeded. Retry after the time in 'retry-after'.",
+            Code::RateLimitExceeded => {
+                "Rate limit exceeded. Retry after the time in 'retry-after'."
+            }
             Code::QuotaExceeded => "Quota for the current period is used up.",
             Code::RequestTooLarge => "The request body is too large.",
             Code::HeadersTooLarge => "The request headers are too large.",
             Code::InvalidRequest => "The request body is not valid JSON.",
-            Code::UpstreamError => "The upstream service could not be reached or gave a bad response.",
+            Code::UpstreamError => {
+                "The upstream service could not be reached or gave a bad response."
+            }
             Code::UpstreamTimeout => "The upstream service did not answer in time.",
         }
     }
@@ -229,23 +235,125 @@ mod tests {
     #[test]
     fn every_code_has_the_status_and_types_of_the_spec_table() {
         let table = [
-            (Code::MissingApiKey, 401, "missing_api_key", "authentication_error", "authentication_error"),
-            (Code::InvalidApiKey, 401, "invalid_api_key", "authentication_error", "authentication_error"),
-            (Code::ExpiredApiKey, 401, "expired_api_key", "authentication_error", "authentication_error"),
-            (Code::ApiKeyDisabled, 401, "api_key_disabled", "authentication_error", "authentication_error"),
-            (Code::IpNotAllowed, 403, "ip_not_allowed", "permission_error", "permission_error"),
-            (Code::OriginNotAllowed, 403, "origin_not_allowed", "permission_error", "permission_error"),
-            (Code::RouteNotFound, 404, "route_not_found", "invalid_request_error", "not_found_error"),
-            (Code::AssistantNotFound, 404, "assistant_not_found", "invalid_request_error", "not_found_error"),
-            (Code::InsufficientScope, 403, "insufficient_scope", "authorization_error", "permission_error"),
-            (Code::ModelNotAllowed, 403, "model_not_allowed", "permission_error", "permission_error"),
-            (Code::RateLimitExceeded, 429, "rate_limit_exceeded", "rate_limit_error", "rate_limit_error"),
-            (Code::QuotaExceeded, 429, "quota_exceeded", "insufficient_quota", "rate_limit_error"),
-            (Code::RequestTooLarge, 413, "request_too_large", "invalid_request_error", "request_too_large"),
-            (Code::HeadersTooLarge, 431, "request_header_fields_too_large", "invalid_request_error", "invalid_request_error"),
-            (Code::InvalidRequest, 400, "invalid_request", "invalid_request_error", "invalid_request_error"),
-            (Code::UpstreamError, 502, "upstream_error", "api_error", "api_error"),
-            (Code::UpstreamTimeout, 504, "upstream_timeout", "api_error", "api_error"),
+            (
+                Code::MissingApiKey,
+                401,
+                "missing_api_key",
+                "authentication_error",
+                "authentication_error",
+            ),
+            (
+                Code::InvalidApiKey,
+                401,
+                "invalid_api_key",
+                "authentication_error",
+                "authentication_error",
+            ),
+            (
+                Code::ExpiredApiKey,
+                401,
+                "expired_api_key",
+                "authentication_error",
+                "authentication_error",
+            ),
+            (
+                Code::ApiKeyDisabled,
+                401,
+                "api_key_disabled",
+                "authentication_error",
+                "authentication_error",
+            ),
+            (
+                Code::IpNotAllowed,
+                403,
+                "ip_not_allowed",
+                "permission_error",
+                "permission_error",
+            ),
+            (
+                Code::OriginNotAllowed,
+                403,
+                "origin_not_allowed",
+                "permission_error",
+                "permission_error",
+            ),
+            (
+                Code::RouteNotFound,
+                404,
+                "route_not_found",
+                "invalid_request_error",
+                "not_found_error",
+            ),
+            (
+                Code::AssistantNotFound,
+                404,
+                "assistant_not_found",
+                "invalid_request_error",
+                "not_found_error",
+            ),
+            (
+                Code::InsufficientScope,
+                403,
+                "insufficient_scope",
+                "authorization_error",
+                "permission_error",
+            ),
+            (
+                Code::ModelNotAllowed,
+                403,
+                "model_not_allowed",
+                "permission_error",
+                "permission_error",
+            ),
+            (
+                Code::RateLimitExceeded,
+                429,
+                "rate_limit_exceeded",
+                "rate_limit_error",
+                "rate_limit_error",
+            ),
+            (
+                Code::QuotaExceeded,
+                429,
+                "quota_exceeded",
+                "insufficient_quota",
+                "rate_limit_error",
+            ),
+            (
+                Code::RequestTooLarge,
+                413,
+                "request_too_large",
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            (
+                Code::HeadersTooLarge,
+                431,
+                "request_header_fields_too_large",
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            (
+                Code::InvalidRequest,
+                400,
+                "invalid_request",
+                "invalid_request_error",
+                "invalid_request_error",
+            ),
+            (
+                Code::UpstreamError,
+                502,
+                "upstream_error",
+                "api_error",
+                "api_error",
+            ),
+            (
+                Code::UpstreamTimeout,
+                504,
+                "upstream_timeout",
+                "api_error",
+                "api_error",
+            ),
         ];
         assert_eq!(table.len(), Code::ALL.len());
         for (code, status, name, openai, anthropic) in table {
@@ -258,7 +366,12 @@ mod tests {
 
     #[test]
     fn openai_bodies_have_the_spec_shape() {
-        let b = body(ErrorStyle::OpenAi, Code::InvalidApiKey, "Invalid API key.", "req_1");
+        let b = body(
+            ErrorStyle::OpenAi,
+            Code::InvalidApiKey,
+            "Invalid API key.",
+            "req_1",
+        );
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(
             v,

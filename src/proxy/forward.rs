@@ -38,12 +38,16 @@ impl Forward<'_> {
         parts: Parts,
         body: RequestBody,
     ) -> Result<Response<ResponseBody>, Denied> {
-        let upstream = self.live.upstreams.get(&self.route.upstream).ok_or_else(|| {
-            Denied::new(
-                Code::UpstreamError,
-                format!("upstream {} is not configured", self.route.upstream),
-            )
-        })?;
+        let upstream = self
+            .live
+            .upstreams
+            .get(&self.route.upstream)
+            .ok_or_else(|| {
+                Denied::new(
+                    Code::UpstreamError,
+                    format!("upstream {} is not configured", self.route.upstream),
+                )
+            })?;
         let config = &upstream.config;
         let uri = join(config, &parts.uri)?;
         let origin_header = parts.headers.get(header::ORIGIN).cloned();
@@ -66,7 +70,10 @@ impl Forward<'_> {
             Err(_) => {
                 return Err(Denied::new(
                     Code::UpstreamTimeout,
-                    format!("upstream {} sent no response within {:?}", config.name, config.timeout),
+                    format!(
+                        "upstream {} sent no response within {:?}",
+                        config.name, config.timeout
+                    ),
                 ));
             }
             Ok(Err(e)) => return Err(classify(&config.name, &e)),
@@ -165,12 +172,18 @@ fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> Denied
     let mut chain = Vec::new();
     while let Some(e) = source {
         if e.is::<http_body_util::LengthLimitError>() {
-            return Denied::new(Code::RequestTooLarge, "the body is over server.max_body_bytes");
+            return Denied::new(
+                Code::RequestTooLarge,
+                "the body is over server.max_body_bytes",
+            );
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
-            return Denied::new(Code::UpstreamTimeout, format!("upstream {upstream}: connect timed out"));
+            return Denied::new(
+                Code::UpstreamTimeout,
+                format!("upstream {upstream}: connect timed out"),
+            );
         }
         chain.push(e.to_string());
         source = e.source();

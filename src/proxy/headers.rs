@@ -74,7 +74,11 @@ pub fn rate_limits(headers: &mut HeaderMap, granted: &Granted, style: ErrorStyle
     if let Some(level) = granted.requests {
         set_num(headers, "x-ratelimit-limit", level.limit);
         set_num(headers, "x-ratelimit-remaining", level.remaining);
-        set_num(headers, "x-ratelimit-reset", reset_unix(now_ms, level.reset));
+        set_num(
+            headers,
+            "x-ratelimit-reset",
+            reset_unix(now_ms, level.reset),
+        );
     }
     for (level, unit) in [(granted.requests, "requests"), (granted.tokens, "tokens")] {
         let Some(level) = level else { continue };
@@ -87,21 +91,45 @@ pub fn rate_limits(headers: &mut HeaderMap, granted: &Granted, style: ErrorStyle
 
 fn openai_dialect(headers: &mut HeaderMap, unit: &str, level: Level) {
     set_num(headers, &format!("x-ratelimit-limit-{unit}"), level.limit);
-    set_num(headers, &format!("x-ratelimit-remaining-{unit}"), level.remaining);
-    set_str(headers, &format!("x-ratelimit-reset-{unit}"), &go_duration(level.reset));
+    set_num(
+        headers,
+        &format!("x-ratelimit-remaining-{unit}"),
+        level.remaining,
+    );
+    set_str(
+        headers,
+        &format!("x-ratelimit-reset-{unit}"),
+        &go_duration(level.reset),
+    );
 }
 
 fn anthropic_dialect(headers: &mut HeaderMap, unit: &str, level: Level, now_ms: i64) {
-    set_num(headers, &format!("anthropic-ratelimit-{unit}-limit"), level.limit);
-    set_num(headers, &format!("anthropic-ratelimit-{unit}-remaining"), level.remaining);
+    set_num(
+        headers,
+        &format!("anthropic-ratelimit-{unit}-limit"),
+        level.limit,
+    );
+    set_num(
+        headers,
+        &format!("anthropic-ratelimit-{unit}-remaining"),
+        level.remaining,
+    );
     let at = now_ms.saturating_add(i64::try_from(level.reset.as_millis()).unwrap_or(i64::MAX));
-    set_str(headers, &format!("anthropic-ratelimit-{unit}-reset"), &rfc3339(at));
+    set_str(
+        headers,
+        &format!("anthropic-ratelimit-{unit}-reset"),
+        &rfc3339(at),
+    );
 }
 
 /// `retry-after` in whole seconds, rounded up, at least 1.
 pub fn retry_after(headers: &mut HeaderMap, wait: Duration) {
     let secs = wait.as_millis().div_ceil(1000).max(1);
-    set_num(headers, "retry-after", u64::try_from(secs).unwrap_or(u64::MAX));
+    set_num(
+        headers,
+        "retry-after",
+        u64::try_from(secs).unwrap_or(u64::MAX),
+    );
 }
 
 /// The Unix second at which a bucket with `reset` to go is full again (rounded up).
@@ -171,7 +199,10 @@ pub fn preflight(request: &HeaderMap, out: &mut HeaderMap) {
         out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
     }
     // Browsers cache the preflight for 10 minutes instead of asking before every request.
-    out.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     out.insert(header::VARY, HeaderValue::from_static("origin"));
 }
 
@@ -190,10 +221,16 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_stripped() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
@@ -204,7 +241,10 @@ mod tests {
     #[test]
     fn the_client_credential_never_goes_upstream() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk-kg-secret"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-kg-secret"),
+        );
         h.insert("x-api-key", HeaderValue::from_static("sk-kg-secret"));
         h.insert(header::HOST, HeaderValue::from_static("gateway"));
         h.insert("x_forwarded_for", HeaderValue::from_static("1.2.3.4"));
@@ -217,7 +257,10 @@ mod tests {
     #[test]
     fn openai_routes_get_generic_and_openai_headers_replacing_the_upstreams() {
         let mut h = HeaderMap::new();
-        h.insert("x-ratelimit-limit-requests", HeaderValue::from_static("99999"));
+        h.insert(
+            "x-ratelimit-limit-requests",
+            HeaderValue::from_static("99999"),
+        );
         let granted = Granted {
             requests: Some(level(60, 59, 1000)),
             tokens: Some(level(1000, 500, 360_000)),
@@ -237,7 +280,10 @@ mod tests {
     #[test]
     fn anthropic_routes_get_rfc3339_resets() {
         let mut h = HeaderMap::new();
-        h.insert("anthropic-ratelimit-requests-limit", HeaderValue::from_static("4000"));
+        h.insert(
+            "anthropic-ratelimit-requests-limit",
+            HeaderValue::from_static("4000"),
+        );
         let granted = Granted {
             requests: Some(level(60, 10, 30_000)),
             tokens: None,
@@ -246,7 +292,10 @@ mod tests {
         rate_limits(&mut h, &granted, ErrorStyle::Anthropic, 1_700_000_000_000);
         assert_eq!(h["anthropic-ratelimit-requests-limit"], "60");
         assert_eq!(h["anthropic-ratelimit-requests-remaining"], "10");
-        assert_eq!(h["anthropic-ratelimit-requests-reset"], "2023-11-14T22:13:50Z");
+        assert_eq!(
+            h["anthropic-ratelimit-requests-reset"],
+            "2023-11-14T22:13:50Z"
+        );
         assert!(!h.contains_key("anthropic-ratelimit-tokens-limit"));
         assert!(!h.contains_key("x-ratelimit-limit-requests"));
     }
@@ -273,15 +322,24 @@ mod tests {
     #[test]
     fn a_preflight_echoes_origin_method_and_requested_headers() {
         let mut req = HeaderMap::new();
-        req.insert(header::ORIGIN, HeaderValue::from_static("https://app.example.com"));
-        req.insert(header::ACCESS_CONTROL_REQUEST_METHOD, HeaderValue::from_static("POST"));
+        req.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://app.example.com"),
+        );
+        req.insert(
+            header::ACCESS_CONTROL_REQUEST_METHOD,
+            HeaderValue::from_static("POST"),
+        );
         req.insert(
             header::ACCESS_CONTROL_REQUEST_HEADERS,
             HeaderValue::from_static("Content-Type, X-Stainless-Lang"),
         );
         let mut out = HeaderMap::new();
         preflight(&req, &mut out);
-        assert_eq!(out[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
+        assert_eq!(
+            out[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://app.example.com"
+        );
         assert_eq!(out[header::ACCESS_CONTROL_ALLOW_METHODS], "POST");
         assert_eq!(
             out[header::ACCESS_CONTROL_ALLOW_HEADERS],

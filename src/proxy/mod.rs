@@ -99,7 +99,9 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
 fn is_preflight<B>(req: &Request<B>) -> bool {
     req.method() == Method::OPTIONS
         && req.headers().contains_key(header::ORIGIN)
-        && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 async fn serve(
@@ -124,7 +126,11 @@ async fn serve(
         ..Refusal::from((denied, style))
     };
     decide::check_status(&policy, now_ms).map_err(with_key)?;
-    let ip = decide::client_ip(conn.peer.ip(), req.headers(), &config.server.trusted_proxies);
+    let ip = decide::client_ip(
+        conn.peer.ip(),
+        req.headers(),
+        &config.server.trusted_proxies,
+    );
     decide::check_ip(&policy, ip).map_err(with_key)?;
     let origin = decide::origin(req.headers()).map(str::to_owned);
     decide::check_origin(&policy, origin.as_deref()).map_err(with_key)?;
@@ -175,18 +181,24 @@ async fn serve(
     let reserve = json
         .and_then(JsonBody::max_tokens)
         .unwrap_or(config.limits.reserve_tokens);
-    let granted = limits::take(&applicable, &key, &policy.account, app.clock.mono_ns(), reserve)
-        .map_err(|refused| Refusal {
-            retry_after: Some(refused.retry_after),
-            granted: Some(refused.report),
-            ..with_key(Denied::new(
-                Code::RateLimitExceeded,
-                format!(
-                    "the {:?} {:?} bucket is empty; retry in {:?}",
-                    refused.layer, refused.unit, refused.retry_after
-                ),
-            ))
-        })?;
+    let granted = limits::take(
+        &applicable,
+        &key,
+        &policy.account,
+        app.clock.mono_ns(),
+        reserve,
+    )
+    .map_err(|refused| Refusal {
+        retry_after: Some(refused.retry_after),
+        granted: Some(refused.report),
+        ..with_key(Denied::new(
+            Code::RateLimitExceeded,
+            format!(
+                "the {:?} {:?} bucket is empty; retry in {:?}",
+                refused.layer, refused.unit, refused.retry_after
+            ),
+        ))
+    })?;
 
     let content_length = parts
         .headers
@@ -194,10 +206,19 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if matches!(payload, Payload::Stream(_)) && content_length.is_some_and(|n| n > max_body) {
-        limits::refund(&applicable, &key, &policy.account, app.clock.mono_ns(), &granted);
+        limits::refund(
+            &applicable,
+            &key,
+            &policy.account,
+            app.clock.mono_ns(),
+            &granted,
+        );
         return Err(Refusal {
             granted: Some(granted),
-            ..with_key(Denied::new(Code::RequestTooLarge, "the body is over server.max_body_bytes"))
+            ..with_key(Denied::new(
+                Code::RequestTooLarge,
+                "the body is over server.max_body_bytes",
+            ))
         });
     }
     let upstream_body = match payload {
@@ -222,10 +243,12 @@ async fn serve(
         started,
         peer: conn.peer,
     };
-    ctx.send(parts, upstream_body).await.map_err(|denied| Refusal {
-        granted: Some(admitted.granted),
-        ..with_key(denied)
-    })
+    ctx.send(parts, upstream_body)
+        .await
+        .map_err(|denied| Refusal {
+            granted: Some(admitted.granted),
+            ..with_key(denied)
+        })
 }
 
 /// The request body, as far as keygate looked at it.
@@ -288,7 +311,12 @@ fn refuse(
 
 /// Reads a whole body, refusing it past `max` bytes.
 async fn read_body(incoming: Incoming, max: u64) -> Result<Bytes, Denied> {
-    let too_large = || Denied::new(Code::RequestTooLarge, "the body is over server.max_body_bytes");
+    let too_large = || {
+        Denied::new(
+            Code::RequestTooLarge,
+            "the body is over server.max_body_bytes",
+        )
+    };
     if incoming.size_hint().lower() > max {
         return Err(too_large());
     }
@@ -306,7 +334,11 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+        .is_none_or(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        })
 }
 
 /// OpenAI chat completions are read so that a streamed one can be asked for its usage chunk.

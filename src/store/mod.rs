@@ -91,7 +91,9 @@ impl Store {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|source| match source {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse { path: path.clone() },
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::InUse { path: path.clone() }
+                }
                 source => StoreError::Open {
                     path: path.clone(),
                     source,

@@ -11,10 +11,23 @@ use super::*;
 #[derive(Debug, Clone)]
 enum Op {
     /// Create or overwrite key `n` (of a small id space) with these fields.
-    PutKey { n: u8, account: u8, hash: u8, grace: Option<u8>, active: bool },
-    Revoke { n: u8 },
-    PutAccount { account: u8, max: Option<u8> },
-    DeleteAccount { account: u8 },
+    PutKey {
+        n: u8,
+        account: u8,
+        hash: u8,
+        grace: Option<u8>,
+        active: bool,
+    },
+    Revoke {
+        n: u8,
+    },
+    PutAccount {
+        account: u8,
+        max: Option<u8>,
+    },
+    DeleteAccount {
+        account: u8,
+    },
     /// Close and reopen the database file.
     Reopen,
 }
@@ -46,7 +59,10 @@ fn key(n: u8, account: u8, seed: u8, grace: Option<u8>, active: bool) -> KeyReco
         account: format!("acct{account}"),
         name: format!("key {n}"),
         hash: hash(seed, n),
-        previous: grace.map(|g| GraceRecord { hash: hash(g, n.wrapping_add(100)), until_ms: 5 }),
+        previous: grace.map(|g| GraceRecord {
+            hash: hash(g, n.wrapping_add(100)),
+            until_ms: 5,
+        }),
         key_prefix: "sk-kg-000000000000".into(),
         scopes: 3,
         is_active: active,
@@ -62,7 +78,11 @@ fn key(n: u8, account: u8, seed: u8, grace: Option<u8>, active: bool) -> KeyReco
     }
 }
 
-const ACTOR: Actor = Actor { uid: 1, gid: 1, pid: Some(1) };
+const ACTOR: Actor = Actor {
+    uid: 1,
+    gid: 1,
+    pid: Some(1),
+};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]

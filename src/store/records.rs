@@ -202,8 +202,17 @@ mod tests {
         let mut bytes = account().encode();
         bytes[0] = 99;
         let err = AccountRecord::decode(&bytes).unwrap_err();
-        assert!(matches!(err, CodecError::UnknownVersion { version: 99, .. }), "{err}");
-        assert!(matches!(AccountRecord::decode(&[]), Err(CodecError::Empty { .. })));
-        assert!(matches!(AccountRecord::decode(&[VERSION, 0xff]), Err(CodecError::Decode { .. })));
+        assert!(
+            matches!(err, CodecError::UnknownVersion { version: 99, .. }),
+            "{err}"
+        );
+        assert!(matches!(
+            AccountRecord::decode(&[]),
+            Err(CodecError::Empty { .. })
+        ));
+        assert!(matches!(
+            AccountRecord::decode(&[VERSION, 0xff]),
+            Err(CodecError::Decode { .. })
+        ));
     }
 }

@@ -16,8 +16,8 @@ use redb::{
     WriteTransaction,
 };
 
-use super::records::{AccountRecord, Actor, AuditRecord, KeyRecord, Record};
 use super::StoreError;
+use super::records::{AccountRecord, Actor, AuditRecord, KeyRecord, Record};
 
 pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 pub(crate) const KEY_HASHES: TableDefinition<[u8; 32], &str> = TableDefinition::new("key_hashes");
