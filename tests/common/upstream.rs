@@ -6,7 +6,8 @@
 //! - `x-fake-hang: 1` never answers;
 //! - `x-fake-events: N` streams N content events (default 3);
 //! - `x-fake-delay-ms: D` waits D ms between events;
-//! - `x-fake-reset-after: N` aborts the stream after N events;
+//! - `x-fake-reset-after: N` aborts the stream after N events, once the test calls
+//!   [`FakeUpstream::release`] (so the earlier events are surely on the wire first);
 //! - `x-fake-gate: 1` sends each event only when the test calls [`FakeUpstream::release`].
 
 use std::convert::Infallible;
@@ -182,6 +183,9 @@ impl FakeUpstream {
             };
             for (i, event) in events.into_iter().enumerate() {
                 if plan.reset_after == Some(i) {
+                    if let Ok(permit) = gate.acquire().await {
+                        permit.forget();
+                    }
                     let _ = tx.send(Err(std::io::Error::other("fake reset"))).await;
                     return;
                 }
