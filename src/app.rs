@@ -18,10 +18,13 @@ use tokio::sync::{Mutex, MutexGuard, Semaphore};
 use crate::admin::api::UsageTotals;
 use crate::clock::Clock;
 use crate::config::Snapshot;
-use crate::keyring::{IndexError, Keyring};
+use crate::keyring::{IndexError, Keyring, QuotaHolder};
 use crate::net::tcp::DataListener;
+use crate::policy::Limits;
 use crate::proxy::upstream::UpstreamClient;
 use crate::store::{Store, StoreError};
+use crate::usage::flush::{self, FlushStats};
+use crate::usage::{Meter, account_subject, key_subject};
 use rustls::sign::CertifiedKey;
 
 /// Why keygate could not start.
@@ -109,6 +112,10 @@ pub struct App {
     pub last_reload: crate::reload::LastReload,
     /// Data-plane requests answered since start.
     served: AtomicU64,
+    /// Usage not yet flushed to the store.
+    pub meter: Meter,
+    /// How flushes went.
+    pub flush_stats: FlushStats,
 }
 
 impl App {
@@ -117,18 +124,37 @@ impl App {
     /// from `spawn_blocking`.
     pub fn open(snapshot: Snapshot, clock: Clock) -> Result<Arc<App>, StartError> {
         let store = Store::open(&snapshot.server.state_dir)?;
+        store.write(|tx| crate::usage::store::create_tables(tx.raw()))?;
         let keyring = Keyring::new();
+        let meter = Meter::new();
+        let now_ms = clock.now_ms();
+        let mut with_quota = Vec::new();
         store.read(|tx| {
             for account in tx.accounts()? {
                 keyring.apply_account(&account);
+                if let Some(q) = Limits::from_record(&account.limits).quota {
+                    let holder = QuotaHolder::Account(keyring.account(&account.name));
+                    with_quota.push((holder, account_subject(&account.name), q.period));
+                }
             }
             tx.for_each_key(|key| {
                 if key.revoked_at_ms.is_none() {
                     keyring.apply(None, &key)?;
+                    if let (Some(q), Some(state)) = (
+                        Limits::from_record(&key.limits).quota,
+                        keyring.find_key(&key),
+                    ) {
+                        with_quota.push((QuotaHolder::Key(state), key_subject(&key.id), q.period));
+                    }
                 }
                 Ok::<_, StartError>(())
             })
         })?;
+        // Quota counters start from what the store holds for the current period.
+        for (holder, subject, period) in with_quota {
+            let counters = flush::seed(&store, &meter, &subject, period, now_ms)?;
+            holder.slot().store(Some(Arc::new(counters)));
+        }
         keyring.sweep_expired_grace(clock.now_ms());
         let live = Live::build(snapshot, None).map_err(StartError::Config)?;
         Ok(Arc::new(App {
@@ -142,6 +168,8 @@ impl App {
             own_uid: rustix::process::getuid().as_raw(),
             last_reload: Default::default(),
             served: AtomicU64::new(0),
+            meter,
+            flush_stats: FlushStats::default(),
         }))
     }
 
@@ -176,14 +204,18 @@ impl App {
         self.clock.now_ms() - self.started_ms
     }
 
-    /// A key's usage totals and when it was last used.
-    pub fn key_usage(&self, _id: &str) -> (UsageTotals, Option<i64>) {
-        (UsageTotals::default(), None)
-    }
-
-    /// An account's usage totals.
-    pub fn account_usage(&self, _name: &str) -> UsageTotals {
-        UsageTotals::default()
+    /// A subject's usage totals (flushed and not) and when it was last used. Blocking.
+    pub fn usage_totals(&self, subject: &str) -> Result<(UsageTotals, Option<i64>), StoreError> {
+        let totals = flush::totals(&self.store, &self.meter, subject)?;
+        let c = totals.counts;
+        Ok((
+            UsageTotals {
+                requests: c.requests,
+                input_tokens: c.input_tokens,
+                output_tokens: c.output_tokens,
+            },
+            totals.last_used_ms,
+        ))
     }
 
     /// Data-plane requests answered since start.
@@ -204,14 +236,14 @@ impl App {
     /// Runs blocking store work off the async workers.
     pub async fn blocking<T, E>(
         self: &Arc<Self>,
-        f: impl FnOnce(&Store) -> Result<T, E> + Send + 'static,
+        f: impl FnOnce(&App) -> Result<T, E> + Send + 'static,
     ) -> Result<T, E>
     where
         T: Send + 'static,
         E: Send + 'static + From<StoreError>,
     {
         let app = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || f(&app.store)).await {
+        match tokio::task::spawn_blocking(move || f(&app)).await {
             Ok(result) => result,
             Err(join) => Err(StoreError::Task(join.to_string()).into()),
         }
@@ -241,6 +273,7 @@ pub async fn run(
         Arc::clone(&app),
         stop_rx.clone(),
     ));
+    let flusher = tokio::spawn(flush::run(Arc::clone(&app), stop_rx.clone()));
     let permits = Arc::new(Semaphore::new(app.config().server.max_connections));
     let mut data = tokio::task::JoinSet::new();
     for listener in listeners.data {
@@ -268,6 +301,10 @@ pub async fn run(
     }
     if let Err(e) = admin.await {
         tracing::error!(error = %e, "admin server task failed");
+    }
+    // The flusher writes what the drained requests counted, then ends.
+    if let Err(e) = flusher.await {
+        tracing::error!(error = %e, "usage flusher task failed");
     }
     let socket = listeners.admin_path;
     if let Err(e) = std::fs::remove_file(&socket)

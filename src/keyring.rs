@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use ipnet::IpNet;
 
 use crate::keys::KeyHash;
@@ -19,6 +19,7 @@ use crate::limits::Bucket;
 use crate::policy::{Limits, OriginPattern};
 use crate::scope::Scopes;
 use crate::store::{AccountRecord, KeyRecord};
+use crate::usage::quota::QuotaCounters;
 
 /// 64 shards: admin writes to one shard never stall lookups in the others, and the per-shard
 /// maps stay small enough to grow without long pauses.
@@ -54,6 +55,8 @@ pub struct KeyState {
     pub requests: Bucket,
     /// The key's own token bucket.
     pub tokens: Bucket,
+    /// Use in the current period of the key's quota, while it has one.
+    pub quota: ArcSwapOption<QuotaCounters>,
 }
 
 impl KeyState {
@@ -76,6 +79,8 @@ pub struct AccountState {
     pub requests: Bucket,
     /// The shared token bucket, likewise.
     pub tokens: Bucket,
+    /// Use in the current period of the account's quota, while it has one.
+    pub quota: ArcSwapOption<QuotaCounters>,
 }
 
 impl AccountState {
@@ -85,6 +90,7 @@ impl AccountState {
             limits: ArcSwap::from_pointee(limits),
             requests: Bucket::new(),
             tokens: Bucket::new(),
+            quota: ArcSwapOption::empty(),
         }
     }
 
@@ -94,6 +100,21 @@ impl AccountState {
 
     pub fn limits(&self) -> Arc<Limits> {
         self.limits.load_full()
+    }
+}
+
+/// A key or an account, as the holder of quota counters.
+pub enum QuotaHolder {
+    Key(Arc<KeyState>),
+    Account(Arc<AccountState>),
+}
+
+impl QuotaHolder {
+    pub fn slot(&self) -> &ArcSwapOption<QuotaCounters> {
+        match self {
+            QuotaHolder::Key(k) => &k.quota,
+            QuotaHolder::Account(a) => &a.quota,
+        }
     }
 }
 
@@ -218,6 +239,16 @@ impl Keyring {
         self.accounts.read().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state of a known account, if any.
+    pub fn find_account(&self, name: &str) -> Option<Arc<AccountState>> {
+        self.read_accounts().get(name).cloned()
+    }
+
+    /// The state of a key, found by any of its hashes (current one first).
+    pub fn find_key(&self, record: &KeyRecord) -> Option<Arc<KeyState>> {
+        self.slot_key(&KeyHash(record.hash))
+    }
+
     pub fn account_count(&self) -> usize {
         self.read_accounts().len()
     }
@@ -256,6 +287,7 @@ impl Keyring {
                 policy: ArcSwap::from_pointee(policy),
                 requests: Bucket::new(),
                 tokens: Bucket::new(),
+                quota: ArcSwapOption::empty(),
             }),
         };
         let mut keep: Vec<(KeyHash, i64)> = Vec::with_capacity(2);

@@ -17,3 +17,4 @@ pub mod scope;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod usage;

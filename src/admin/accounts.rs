@@ -11,7 +11,8 @@ use super::api::{AccountObject, Success};
 use super::input::{self, Fields, LimitsPatch};
 use super::{AdminResponse, ApiError, Ctx, change, json, views};
 use crate::policy::Limits;
-use crate::store::{AccountRecord, KeyRecord};
+use crate::store::{AccountRecord, KeyRecord, StoreError};
+use crate::usage::account_subject;
 
 pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<AdminResponse, ApiError> {
     let now = ctx.app.clock.now_ms();
@@ -46,14 +47,17 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<AdminResponse, ApiError> {
         Ok(record)
     })
     .await?;
-    Ok(json(StatusCode::CREATED, &object(ctx, &record, &[])))
+    Ok(json(
+        StatusCode::CREATED,
+        &one(ctx, record, Vec::new()).await?,
+    ))
 }
 
 pub async fn list(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
     let accounts = ctx
         .app
-        .blocking(|store| {
-            store.read(|tx| {
+        .blocking(|app| {
+            app.store.read(|tx| {
                 tx.accounts()?
                     .into_iter()
                     .map(|a| {
@@ -65,19 +69,15 @@ pub async fn list(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
         })
         .await
         .map_err(ApiError::from)?;
-    let objects: Vec<AccountObject> = accounts
-        .iter()
-        .map(|(a, keys)| object(ctx, a, keys))
-        .collect();
-    Ok(json(StatusCode::OK, &objects))
+    Ok(json(StatusCode::OK, &objects(ctx, accounts).await?))
 }
 
 pub async fn get(ctx: &Ctx, name: &str) -> Result<AdminResponse, ApiError> {
     let owned = name.to_owned();
     let found = ctx
         .app
-        .blocking(move |store| {
-            store.read(|tx| match tx.account(&owned)? {
+        .blocking(move |app| {
+            app.store.read(|tx| match tx.account(&owned)? {
                 Some(a) => Ok(Some((a, tx.account_keys(&owned)?))),
                 None => Ok::<_, crate::store::StoreError>(None),
             })
@@ -85,7 +85,7 @@ pub async fn get(ctx: &Ctx, name: &str) -> Result<AdminResponse, ApiError> {
         .await
         .map_err(ApiError::from)?;
     let (account, keys) = found.ok_or_else(|| ApiError::not_found("account", name))?;
-    Ok(json(StatusCode::OK, &object(ctx, &account, &keys)))
+    Ok(json(StatusCode::OK, &one(ctx, account, keys).await?))
 }
 
 pub async fn update(ctx: &Ctx, name: &str, body: &[u8]) -> Result<AdminResponse, ApiError> {
@@ -131,7 +131,7 @@ pub async fn update(ctx: &Ctx, name: &str, body: &[u8]) -> Result<AdminResponse,
     let success = Success {
         success: true,
         key: None,
-        account: Some(object(ctx, &account, &keys)),
+        account: Some(one(ctx, account, keys).await?),
     };
     Ok(json(StatusCode::OK, &success))
 }
@@ -175,7 +175,33 @@ fn max_keys(n: u32) -> Result<u32, ApiError> {
     Ok(n)
 }
 
-fn object(ctx: &Ctx, account: &AccountRecord, keys: &[KeyRecord]) -> AccountObject {
-    let usage = ctx.app.account_usage(&account.name);
-    views::account_object(account, keys, ctx.app.clock.now_ms(), usage)
+/// Account objects with their usage totals, read off the async workers.
+async fn objects(
+    ctx: &Ctx,
+    accounts: Vec<(AccountRecord, Vec<KeyRecord>)>,
+) -> Result<Vec<AccountObject>, ApiError> {
+    ctx.app
+        .blocking(move |app| {
+            let now = app.clock.now_ms();
+            accounts
+                .iter()
+                .map(|(a, keys)| {
+                    let (usage, _) = app.usage_totals(&account_subject(&a.name))?;
+                    Ok(views::account_object(a, keys, now, usage))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
+        .map_err(ApiError::from)
+}
+
+async fn one(
+    ctx: &Ctx,
+    account: AccountRecord,
+    keys: Vec<KeyRecord>,
+) -> Result<AccountObject, ApiError> {
+    objects(ctx, vec![(account, keys)])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("an account object went missing".into()))
 }

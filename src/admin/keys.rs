@@ -15,7 +15,8 @@ use crate::config::parse_duration;
 use crate::keys;
 use crate::policy::Limits;
 use crate::scope::Scopes;
-use crate::store::{AccountRecord, GraceRecord, KeyFilter, KeyRecord, WriteTx};
+use crate::store::{AccountRecord, GraceRecord, KeyFilter, KeyRecord, StoreError, WriteTx};
+use crate::usage::key_subject;
 
 /// Longest grace period a rotation may give the old secret.
 const MAX_GRACE_MS: i64 = 90 * 24 * 3600 * 1000;
@@ -85,7 +86,7 @@ pub async fn create(ctx: &Ctx, body: &[u8]) -> Result<AdminResponse, ApiError> {
     })
     .await?;
     tracing::info!(key_id = %record.id, account = %record.account, "key created");
-    let mut object = key_object(ctx, &record);
+    let mut object = one(ctx, record).await?;
     object.key = Some(secret.secret.expose().to_owned());
     Ok(json(StatusCode::CREATED, &object))
 }
@@ -113,8 +114,8 @@ pub async fn list(ctx: &Ctx, query: &Query) -> Result<AdminResponse, ApiError> {
     let now = ctx.app.clock.now_ms();
     let page = ctx
         .app
-        .blocking(move |store| {
-            store.read(|tx| {
+        .blocking(move |app| {
+            app.store.read(|tx| {
                 tx.list_keys(KeyFilter {
                     account: account.as_deref(),
                     include_inactive,
@@ -126,13 +127,12 @@ pub async fn list(ctx: &Ctx, query: &Query) -> Result<AdminResponse, ApiError> {
         })
         .await
         .map_err(ApiError::from)?;
-    let objects: Vec<KeyObject> = page.keys.iter().map(|k| key_object(ctx, k)).collect();
-    Ok(json(StatusCode::OK, &objects))
+    Ok(json(StatusCode::OK, &objects(ctx, page.keys).await?))
 }
 
 pub async fn get(ctx: &Ctx, id: &str) -> Result<AdminResponse, ApiError> {
     let record = load(ctx, id).await?;
-    Ok(json(StatusCode::OK, &key_object(ctx, &record)))
+    Ok(json(StatusCode::OK, &one(ctx, record).await?))
 }
 
 /// The parsed body of a PATCH: `None` leaves a field as it is.
@@ -241,7 +241,7 @@ pub async fn update(ctx: &Ctx, id: &str, body: &[u8]) -> Result<AdminResponse, A
     .await?;
     let success = Success {
         success: true,
-        key: Some(key_object(ctx, &record)),
+        key: Some(one(ctx, record).await?),
         account: None,
     };
     Ok(json(StatusCode::OK, &success))
@@ -316,7 +316,7 @@ pub async fn rotate(ctx: &Ctx, id: &str, body: &[u8]) -> Result<AdminResponse, A
     })
     .await?;
     tracing::info!(key_id = %record.id, grace_ms, "key rotated");
-    let mut object = key_object(ctx, &record);
+    let mut object = one(ctx, record).await?;
     object.key = Some(secret.secret.expose().to_owned());
     Ok(json(StatusCode::OK, &object))
 }
@@ -358,17 +358,34 @@ pub async fn make_primary(ctx: &Ctx, id: &str) -> Result<AdminResponse, ApiError
     Ok(json(StatusCode::OK, &json!({"success": true})))
 }
 
-/// The key object with live usage totals.
-fn key_object(ctx: &Ctx, record: &KeyRecord) -> KeyObject {
-    let (usage, last_used) = ctx.app.key_usage(&record.id);
-    views::key_object(record, usage, last_used)
+/// Key objects with their usage totals (flushed and not), read off the async workers.
+async fn objects(ctx: &Ctx, records: Vec<KeyRecord>) -> Result<Vec<KeyObject>, ApiError> {
+    ctx.app
+        .blocking(move |app| {
+            records
+                .iter()
+                .map(|r| {
+                    let (usage, last_used) = app.usage_totals(&key_subject(&r.id))?;
+                    Ok(views::key_object(r, usage, last_used))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .await
+        .map_err(ApiError::from)
+}
+
+async fn one(ctx: &Ctx, record: KeyRecord) -> Result<KeyObject, ApiError> {
+    objects(ctx, vec![record])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal("a key object went missing".into()))
 }
 
 async fn load(ctx: &Ctx, id: &str) -> Result<KeyRecord, ApiError> {
     check_id(id)?;
     let owned = id.to_owned();
     ctx.app
-        .blocking(move |store| store.read(|tx| tx.key(&owned)))
+        .blocking(move |app| app.store.read(|tx| tx.key(&owned)))
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found("key", id))

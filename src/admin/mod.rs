@@ -11,6 +11,7 @@
 //! | GET, POST | `/api/accounts` | `accounts::list`, `accounts::create` |
 //! | GET, PATCH, DELETE | `/api/accounts/{name}` | `accounts::get`, `accounts::update`, `accounts::delete` |
 //! | GET | `/api/audit` | `system::audit` |
+//! | GET | `/api/usage` | `usage::get` |
 //! | GET | `/api/status` | `system::status` |
 //! | GET | `/api/config`, POST `/api/config/reload` | `system::config`, `system::reload` |
 //!
@@ -24,6 +25,7 @@ mod error;
 pub mod input;
 mod keys;
 mod system;
+mod usage;
 mod views;
 
 use std::sync::Arc;
@@ -171,10 +173,11 @@ async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<AdminResponse, ApiErr
         (["api", "accounts", name], &Method::DELETE) => accounts::delete(&ctx, name).await,
         (["api", "accounts", _], _) => Err(not_allowed()),
         (["api", "audit"], &Method::GET) => system::audit(&ctx, &query).await,
+        (["api", "usage"], &Method::GET) => usage::get(&ctx, &query).await,
         (["api", "status"], &Method::GET) => system::status(&ctx).await,
         (["api", "config"], &Method::GET) => system::config(&ctx).await,
         (["api", "config", "reload"], &Method::POST) => system::reload(&ctx).await,
-        (["api", "audit" | "status" | "config"] | ["api", "config", "reload"], _) => {
+        (["api", "audit" | "status" | "config" | "usage"] | ["api", "config", "reload"], _) => {
             Err(not_allowed())
         }
         _ => Err(ApiError::NoRoute {
@@ -271,8 +274,8 @@ pub async fn change<T: Send + 'static>(
     let _guard = ctx.app.admin_guard().await;
     let (value, changes) = ctx
         .app
-        .blocking(move |store| {
-            store.write(|tx| {
+        .blocking(move |app| {
+            app.store.write(|tx| {
                 let mut changes = Changes::default();
                 let value = f(tx, &mut changes)?;
                 Ok::<_, ApiError>((value, changes))
@@ -289,5 +292,65 @@ pub async fn change<T: Send + 'static>(
     for (old, new) in &changes.keys {
         keyring.apply(old.as_ref(), new)?;
     }
+    seed_quotas(ctx, &changes).await?;
     Ok(value)
+}
+
+/// Puts quota counters in place for keys and accounts whose quota period was set or changed
+/// (seeded from the store and the unflushed meter), and removes them where it was cleared.
+async fn seed_quotas(ctx: &Ctx, changes: &Changes) -> Result<(), ApiError> {
+    use crate::keyring::QuotaHolder;
+    use crate::policy::Limits;
+    let keyring = &ctx.app.keyring;
+    let mut holders: Vec<(QuotaHolder, String, Option<crate::policy::QuotaPeriod>)> = Vec::new();
+    for (_, key) in &changes.keys {
+        if let Some(state) = keyring.find_key(key) {
+            let period = Limits::from_record(&key.limits).quota.map(|q| q.period);
+            holders.push((
+                QuotaHolder::Key(state),
+                crate::usage::key_subject(&key.id),
+                period,
+            ));
+        }
+    }
+    for account in &changes.accounts {
+        let state = keyring.account(&account.name);
+        let period = Limits::from_record(&account.limits).quota.map(|q| q.period);
+        holders.push((
+            QuotaHolder::Account(state),
+            crate::usage::account_subject(&account.name),
+            period,
+        ));
+    }
+    let mut to_seed = Vec::new();
+    for (holder, subject, period) in holders {
+        let current = holder.slot().load().as_ref().map(|c| c.period());
+        match period {
+            None => holder.slot().store(None),
+            Some(p) if current != Some(p) => to_seed.push((holder, subject, p)),
+            Some(_) => {}
+        }
+    }
+    if to_seed.is_empty() {
+        return Ok(());
+    }
+    let seeded = ctx
+        .app
+        .blocking(move |app| {
+            let now = app.clock.now_ms();
+            to_seed
+                .into_iter()
+                .map(|(holder, subject, period)| {
+                    let counters =
+                        crate::usage::flush::seed(&app.store, &app.meter, &subject, period, now)?;
+                    Ok((holder, counters))
+                })
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+        })
+        .await
+        .map_err(ApiError::from)?;
+    for (holder, counters) in seeded {
+        holder.slot().store(Some(std::sync::Arc::new(counters)));
+    }
+    Ok(())
 }

@@ -22,7 +22,7 @@ pub async fn audit(ctx: &Ctx, query: &Query) -> Result<AdminResponse, ApiError> 
     };
     let records = ctx
         .app
-        .blocking(move |store| store.read(|tx| tx.audit(limit, before)))
+        .blocking(move |app| app.store.read(|tx| tx.audit(limit, before)))
         .await
         .map_err(ApiError::from)?;
     let entries: Vec<AuditEntry> = records.iter().map(views::audit_entry).collect();
@@ -32,7 +32,7 @@ pub async fn audit(ctx: &Ctx, query: &Query) -> Result<AdminResponse, ApiError> 
 pub async fn status(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
     let app = &ctx.app;
     let keys_stored = app
-        .blocking(|store| store.read(|tx| tx.key_count()))
+        .blocking(|app| app.store.read(|tx| tx.key_count()))
         .await
         .map_err(ApiError::from)?;
     let body = json!({

@@ -66,11 +66,14 @@ impl Body for RequestBody {
     }
 }
 
-/// Observes a relayed response: each data frame, then how the stream ended. Dropped when the
-/// body is dropped, also when the client went away mid-stream.
+/// Observes a relayed response: each data frame, then how the stream ended (also when the
+/// client went away mid-stream). It may hold back or cut out data: what it returns is what the
+/// client receives.
 pub trait Tap: Send + 'static {
-    fn data(&mut self, chunk: &Bytes);
-    fn end(&mut self, outcome: StreamEnd);
+    /// Sees a data frame; returns what to pass on now (`None`: nothing yet).
+    fn data(&mut self, chunk: Bytes) -> Option<Bytes>;
+    /// The stream ended; returns anything held back, to pass on last.
+    fn end(&mut self, outcome: StreamEnd) -> Option<Bytes>;
 }
 
 /// How a relayed response body ended.
@@ -107,6 +110,8 @@ pub struct Relay {
     timer: Pin<Box<Sleep>>,
     /// SSE streams end with an error event on failure; other bodies end with an error.
     sse: bool,
+    /// The tap may change the body's length, so the upstream's size is no guide.
+    resized: bool,
     style: ErrorStyle,
     request_id: String,
     tap: Option<Box<dyn Tap>>,
@@ -123,6 +128,7 @@ impl Relay {
         inner: Incoming,
         idle: Duration,
         sse: bool,
+        resized: bool,
         style: ErrorStyle,
         request_id: String,
         tap: Option<Box<dyn Tap>>,
@@ -132,6 +138,7 @@ impl Relay {
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             sse,
+            resized,
             style,
             request_id,
             tap,
@@ -139,17 +146,16 @@ impl Relay {
         }
     }
 
-    fn finish(&mut self, outcome: StreamEnd) {
-        if let Some(mut tap) = self.tap.take() {
-            tap.end(outcome);
-        }
+    fn finish(&mut self, outcome: StreamEnd) -> Option<Bytes> {
+        self.tap.take().and_then(|mut tap| tap.end(outcome))
     }
 
     /// The upstream failed mid-stream: end an SSE stream with an error event, anything else
     /// with an error (which resets the client's stream or connection).
     fn fail(&mut self, code: Code, cause: &str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         tracing::warn!(request_id = %self.request_id, cause, "upstream failed mid-stream");
-        self.finish(StreamEnd::UpstreamFailed);
+        // Anything held back is an unfinished event: it is dropped, not sent half.
+        let _ = self.finish(StreamEnd::UpstreamFailed);
         self.state = RelayState::Done;
         if self.sse {
             let event = sse_event(self.style, code, code.default_message(), &self.request_id);
@@ -186,6 +192,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(b) => b.size_hint(),
+            ResponseBody::Upstream(relay) if relay.resized => SizeHint::default(),
             ResponseBody::Upstream(relay) => relay.inner.size_hint(),
         }
     }
@@ -193,26 +200,50 @@ impl Body for ResponseBody {
 
 impl Relay {
     fn poll_relay(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if matches!(self.state, RelayState::Done) {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                self.timer.as_mut().reset(Instant::now() + self.idle);
-                if let (Some(data), Some(tap)) = (frame.data_ref(), self.tap.as_mut()) {
-                    tap.data(data);
+        loop {
+            if matches!(self.state, RelayState::Done) {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    self.timer.as_mut().reset(Instant::now() + self.idle);
+                    let frame = match (frame.into_data(), self.tap.as_mut()) {
+                        (Ok(data), Some(tap)) => tap.data(data).map(Frame::data),
+                        (Ok(data), None) => Some(Frame::data(data)),
+                        (Err(other), _) => Some(other),
+                    };
+                    // A body of known length is over with its last byte, and hyper may never
+                    // poll it again: end it here, so the tap learns it was complete.
+                    let rest = if self.inner.is_end_stream() {
+                        self.state = RelayState::Done;
+                        self.finish(StreamEnd::Complete)
+                    } else {
+                        None
+                    };
+                    match (frame, rest) {
+                        (Some(f), None) => return Poll::Ready(Some(Ok(f))),
+                        (None, Some(r)) => return Poll::Ready(Some(Ok(Frame::data(r)))),
+                        (Some(f), Some(r)) => {
+                            let mut both = f.into_data().map(Vec::from).unwrap_or_default();
+                            both.extend_from_slice(&r);
+                            return Poll::Ready(Some(Ok(Frame::data(Bytes::from(both)))));
+                        }
+                        // Held back (an unfinished event) and not the end: read on.
+                        (None, None) => continue,
+                    }
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => self.fail(Code::UpstreamError, &e.to_string()),
-            Poll::Ready(None) => {
-                self.state = RelayState::Done;
-                self.finish(StreamEnd::Complete);
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                ready!(self.timer.as_mut().poll(cx));
-                self.fail(Code::UpstreamTimeout, "no data within the upstream timeout")
+                Poll::Ready(Some(Err(e))) => return self.fail(Code::UpstreamError, &e.to_string()),
+                Poll::Ready(None) => {
+                    self.state = RelayState::Done;
+                    return match self.finish(StreamEnd::Complete) {
+                        Some(rest) => Poll::Ready(Some(Ok(Frame::data(rest)))),
+                        None => Poll::Ready(None),
+                    };
+                }
+                Poll::Pending => {
+                    ready!(self.timer.as_mut().poll(cx));
+                    return self.fail(Code::UpstreamTimeout, "no data within the upstream timeout");
+                }
             }
         }
     }
@@ -221,6 +252,6 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         // The client went away before the end: the tap still learns how far the stream got.
-        self.finish(StreamEnd::ClientGone);
+        let _ = self.finish(StreamEnd::ClientGone);
     }
 }

@@ -8,6 +8,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method, header};
 use ipnet::IpNet;
@@ -17,7 +18,9 @@ use super::route;
 use crate::config::{Route, Snapshot};
 use crate::keyring::{KeyPolicy, KeyState, Keyring};
 use crate::keys;
+use crate::limits::Layer;
 use crate::policy::{glob_match, host_of};
+use crate::usage::quota::QuotaLevel;
 
 /// A refusal: what the client is told, and why, for operators.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +247,50 @@ pub fn check_model(policy: &KeyPolicy, model: Option<&str>) -> Result<(), Denied
             r.models.join(", ")
         ),
     ))
+}
+
+/// The quotas that apply (the key's own, then its account's), with their use now.
+pub fn quotas(key: &KeyState, policy: &KeyPolicy, now_ms: i64) -> Vec<(Layer, QuotaLevel)> {
+    let account_limits = policy.account.limits();
+    [
+        (Layer::Key, policy.limits.quota, key.quota.load_full()),
+        (
+            Layer::Account,
+            account_limits.quota,
+            policy.account.quota.load_full(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(layer, quota, counters)| Some((layer, counters?.level(quota?, now_ms))))
+    .collect()
+}
+
+/// The first used-up quota, as a refusal and the time until its period ends (`None` for a
+/// `total` quota, which never resets).
+pub fn check_quotas(
+    levels: &[(Layer, QuotaLevel)],
+    now_ms: i64,
+) -> Result<(), (Denied, Option<Duration>)> {
+    let Some((layer, level)) = levels.iter().find(|(_, l)| l.exhausted()) else {
+        return Ok(());
+    };
+    let q = level.quota;
+    let what = match (q.requests, q.tokens) {
+        (Some(n), _) if level.used_requests >= n => {
+            format!("{} of {n} requests", level.used_requests)
+        }
+        (_, Some(n)) => format!("{} of {n} tokens", level.used_tokens),
+        _ => "the quota".to_owned(),
+    };
+    let reason = format!(
+        "the {layer:?} quota for this {} is used up ({what})",
+        q.period.as_str()
+    )
+    .to_lowercase();
+    let wait = level
+        .resets_at_ms
+        .map(|at| Duration::from_millis(u64::try_from(at - now_ms).unwrap_or(0)));
+    Err((Denied::new(Code::QuotaExceeded, reason), wait))
 }
 
 /// Whether the key restricts models (so the body's model must be read).

@@ -12,12 +12,14 @@ use std::time::Instant;
 
 use http::{HeaderValue, Response, Uri, Version, header, request::Parts};
 
-use super::body::{Relay, RequestBody, ResponseBody, StreamEnd, Tap};
+use super::body::{Relay, RequestBody, ResponseBody};
+use super::complete::Completion;
 use super::decide::Denied;
 use super::error::Code;
 use super::{Admitted, headers};
 use crate::app::{App, Live};
 use crate::config::{AuthStyle, Route, Upstream};
+use crate::usage::parse::{Format, UsageReader};
 
 /// One forwarding step's context.
 pub struct Forward<'a> {
@@ -53,6 +55,10 @@ impl Forward<'_> {
         let origin_header = parts.headers.get(header::ORIGIN).cloned();
         let mut out_headers = parts.headers;
         headers::for_upstream(&mut out_headers, self.request_id);
+        if matches!(body, RequestBody::Full(_)) {
+            // keygate read this body and may have rewritten it: hyper sets its real length.
+            out_headers.remove(header::CONTENT_LENGTH);
+        }
         set_credential(&mut out_headers, config);
         for (name, value) in &config.headers {
             if !out_headers.contains_key(name) {
@@ -92,16 +98,28 @@ impl Forward<'_> {
         if let (Some(origin), Some(_)) = (origin_header.as_ref(), self.origin) {
             headers::allow_origin(&mut resp_parts.headers, origin);
         }
-        let sse = resp_parts
-            .headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let format = Completion::format(
+            resp_parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let admitted = self.admitted;
+        let drop_usage_chunk = admitted.drop_usage_chunk && format == Format::Sse;
+        if drop_usage_chunk {
+            // What reaches the client is shorter than what the upstream sent.
+            resp_parts.headers.remove(header::CONTENT_LENGTH);
+        }
         let tap = Completion {
             app: Arc::clone(self.app),
             request_id: self.request_id.to_owned(),
-            key: Arc::clone(&self.admitted.key),
-            account: self.admitted.policy.account.name().to_owned(),
+            key: Arc::clone(&admitted.key),
+            policy: Arc::clone(&admitted.policy),
+            applicable: admitted.applicable,
+            reserved_tokens: admitted.granted.reserved_tokens,
+            tokens_expected: admitted.tokens_expected,
+            input_estimate: admitted.input_estimate,
+            reader: UsageReader::new(format, drop_usage_chunk),
             route: self.route.path.clone(),
             upstream: config.name.clone(),
             method: parts.method,
@@ -110,12 +128,12 @@ impl Forward<'_> {
             peer: self.peer,
             started: self.started,
             upstream_ms,
-            bytes: 0,
         };
         let relay = Relay::new(
             incoming,
             config.timeout,
-            sse,
+            format == Format::Sse,
+            drop_usage_chunk,
             self.route.errors,
             self.request_id.to_owned(),
             Some(Box::new(tap)),
@@ -192,48 +210,4 @@ fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> Denied
         Code::UpstreamError,
         format!("upstream {upstream}: {}", chain.join(": ")),
     )
-}
-
-/// Logs the request when its response ends (or the client leaves).
-struct Completion {
-    app: Arc<App>,
-    request_id: String,
-    key: Arc<crate::keyring::KeyState>,
-    account: String,
-    route: String,
-    upstream: String,
-    method: http::Method,
-    path: String,
-    status: u16,
-    peer: SocketAddr,
-    started: Instant,
-    upstream_ms: u64,
-    bytes: u64,
-}
-
-impl Tap for Completion {
-    fn data(&mut self, chunk: &bytes::Bytes) {
-        self.bytes += chunk.len() as u64;
-    }
-
-    fn end(&mut self, outcome: StreamEnd) {
-        self.app.count_request();
-        tracing::info!(
-            target: "keygate::access",
-            request_id = %self.request_id,
-            key_id = self.key.id(),
-            account = %self.account,
-            method = %self.method,
-            path = %self.path,
-            route = %self.route,
-            upstream = %self.upstream,
-            client = %self.peer,
-            status = self.status,
-            upstream_ms = self.upstream_ms,
-            bytes = self.bytes,
-            outcome = ?outcome,
-            duration_us = self.started.elapsed().as_micros() as u64,
-            "proxied"
-        );
-    }
 }

@@ -7,6 +7,7 @@
 //! streamed otherwise. Nothing here touches the disk.
 
 pub mod body;
+mod complete;
 pub mod decide;
 pub mod error;
 mod forward;
@@ -48,6 +49,12 @@ pub struct Admitted {
     pub route_index: usize,
     pub granted: Granted,
     pub applicable: Applicable,
+    /// The request uses tokens (its JSON body names a model).
+    pub tokens_expected: bool,
+    /// Input tokens guessed from the body's size, for when usage never arrives.
+    pub input_estimate: u64,
+    /// keygate asked an OpenAI stream for its usage chunk; the client did not.
+    pub drop_usage_chunk: bool,
 }
 
 /// A refusal on its way out: the denial plus whatever headers it earned so far.
@@ -200,6 +207,22 @@ async fn serve(
         ))
     })?;
 
+    let quota_levels = decide::quotas(&key, &policy, now_ms);
+    if let Err((denied, wait)) = decide::check_quotas(&quota_levels, now_ms) {
+        limits::refund(
+            &applicable,
+            &key,
+            &policy.account,
+            app.clock.mono_ns(),
+            &granted,
+        );
+        return Err(Refusal {
+            granted: Some(granted),
+            retry_after: wait,
+            ..with_key(denied)
+        });
+    }
+
     let content_length = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -221,6 +244,22 @@ async fn serve(
             ))
         });
     }
+    let tokens_expected = model.is_some();
+    let mut drop_usage_chunk = false;
+    let mut input_estimate = content_length.unwrap_or(0) / 4;
+    if let Payload::Json(json) = &mut payload {
+        input_estimate = json.len() as u64 / 4;
+        if wants_usage(&parts, style) && json.is_stream() {
+            drop_usage_chunk = json.request_stream_usage();
+        }
+    }
+    // Counted now, so that parallel requests cannot all pass a nearly used-up quota.
+    for counters in [key.quota.load_full(), policy.account.quota.load_full()]
+        .into_iter()
+        .flatten()
+    {
+        counters.add_request(now_ms);
+    }
     let upstream_body = match payload {
         Payload::Json(json) => RequestBody::Full(http_body_util::Full::new(json.into_bytes())),
         Payload::Raw(bytes) => RequestBody::Full(http_body_util::Full::new(bytes)),
@@ -232,6 +271,9 @@ async fn serve(
         route_index,
         granted,
         applicable,
+        tokens_expected,
+        input_estimate,
+        drop_usage_chunk,
     };
     let ctx = forward::Forward {
         app,
@@ -291,6 +333,17 @@ fn refuse(
     }
     if let Some(wait) = retry_after {
         headers::retry_after(resp.headers_mut(), wait);
+    }
+    if let Some(key) = &key {
+        // An authenticated request counts, refused or not.
+        let counts = crate::usage::Counts {
+            requests: 1,
+            errors: 1,
+            ..Default::default()
+        };
+        let account = key.policy().account.name().to_owned();
+        app.meter
+            .record(key.id(), &account, app.clock.now_ms(), counts);
     }
     app.count_request();
     tracing::info!(

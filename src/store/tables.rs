@@ -64,6 +64,11 @@ impl ReadTx {
         ReadTx { txn }
     }
 
+    /// The underlying redb transaction, for modules that own further tables (usage).
+    pub fn raw(&self) -> &ReadTransaction {
+        &self.txn
+    }
+
     fn keys(&self) -> Result<ReadOnlyTable<&'static str, &'static [u8]>, StoreError> {
         Ok(self.txn.open_table(KEYS)?)
     }

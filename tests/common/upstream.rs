@@ -8,7 +8,9 @@
 //! - `x-fake-delay-ms: D` waits D ms between events;
 //! - `x-fake-reset-after: N` aborts the stream after N events, once the test calls
 //!   [`FakeUpstream::release`] (so the earlier events are surely on the wire first);
-//! - `x-fake-gate: 1` sends each event only when the test calls [`FakeUpstream::release`].
+//! - `x-fake-gate: NAME` sends each event only when the test calls [`FakeUpstream::release_gate`]
+//!   for that gate (`release` opens the gate named `1`); streams with different gates never
+//!   take each other's permits.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,7 +47,7 @@ impl Received {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
-    gate: Arc<Semaphore>,
+    gates: Arc<Mutex<std::collections::HashMap<String, Arc<Semaphore>>>>,
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -59,7 +61,7 @@ impl FakeUpstream {
         let upstream = FakeUpstream {
             addr,
             received: Arc::default(),
-            gate: Arc::new(Semaphore::new(0)),
+            gates: Arc::default(),
         };
         let server = upstream.clone();
         tokio::spawn(async move {
@@ -94,9 +96,23 @@ impl FakeUpstream {
             .expect("the upstream received a request")
     }
 
-    /// Lets `n` more gated events out.
+    /// Lets `n` more events out of gate `1`.
     pub fn release(&self, n: usize) {
-        self.gate.add_permits(n);
+        self.release_gate("1", n);
+    }
+
+    /// Lets `n` more events out of the named gate.
+    pub fn release_gate(&self, name: &str, n: usize) {
+        self.gate(name).add_permits(n);
+    }
+
+    fn gate(&self, name: &str) -> Arc<Semaphore> {
+        let mut gates = self.gates.lock().unwrap();
+        Arc::clone(
+            gates
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(0))),
+        )
     }
 
     async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
@@ -149,10 +165,11 @@ impl FakeUpstream {
                         .unwrap_or(0),
                 ),
                 reset_after: h("x-fake-reset-after").and_then(|s| s.parse().ok()),
+                gate: self.gate(h("x-fake-gate").as_deref().unwrap_or("1")),
                 gated: h("x-fake-gate").is_some(),
                 usage: anthropic || request["stream_options"]["include_usage"] == json!(true),
             };
-            return self.stream(anthropic, plan);
+            return stream(anthropic, plan);
         }
         if path.ends_with("/models") {
             let body = json!({"object": "list", "data": [{"id": "gpt-4o", "object": "model"}]});
@@ -171,48 +188,50 @@ impl FakeUpstream {
         };
         respond(StatusCode::OK, "application/json", body.to_string())
     }
+}
 
-    fn stream(&self, anthropic: bool, plan: StreamPlan) -> Response<Body> {
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
-        let gate = Arc::clone(&self.gate);
-        tokio::spawn(async move {
-            let events = if anthropic {
-                anthropic_events(plan.events)
-            } else {
-                openai_events(plan.events, plan.usage)
-            };
-            for (i, event) in events.into_iter().enumerate() {
-                if plan.reset_after == Some(i) {
-                    if let Ok(permit) = gate.acquire().await {
-                        permit.forget();
-                    }
-                    let _ = tx.send(Err(std::io::Error::other("fake reset"))).await;
-                    return;
-                }
-                if plan.gated {
-                    let Ok(permit) = gate.acquire().await else {
-                        return;
-                    };
+fn stream(anthropic: bool, plan: StreamPlan) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
+    let gate = Arc::clone(&plan.gate);
+    tokio::spawn(async move {
+        let events = if anthropic {
+            anthropic_events(plan.events)
+        } else {
+            openai_events(plan.events, plan.usage)
+        };
+        for (i, event) in events.into_iter().enumerate() {
+            if plan.reset_after == Some(i) {
+                if let Ok(permit) = gate.acquire().await {
                     permit.forget();
-                } else if i > 0 && !plan.delay.is_zero() {
-                    tokio::time::sleep(plan.delay).await;
                 }
-                if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
-                    return;
-                }
+                let _ = tx.send(Err(std::io::Error::other("fake reset"))).await;
+                return;
             }
-        });
-        let mut resp = Response::new(BodyExt::boxed(ChannelBody(rx)));
-        resp.headers_mut()
-            .insert("content-type", "text/event-stream".parse().unwrap());
-        resp
-    }
+            if plan.gated {
+                let Ok(permit) = gate.acquire().await else {
+                    return;
+                };
+                permit.forget();
+            } else if i > 0 && !plan.delay.is_zero() {
+                tokio::time::sleep(plan.delay).await;
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut resp = Response::new(BodyExt::boxed(ChannelBody(rx)));
+    resp.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    resp
 }
 
 struct StreamPlan {
     events: usize,
     delay: Duration,
     reset_after: Option<usize>,
+    /// Events wait for this gate's permits when `gated`; a reset always waits for one.
+    gate: Arc<Semaphore>,
     gated: bool,
     usage: bool,
 }

@@ -1,0 +1,185 @@
+//! Metering: what each key and account uses, counted in memory and persisted without a write
+//! per request.
+//!
+//! Every authenticated request is recorded in the [`Meter`]: hourly buckets of [`Counts`] per
+//! key and per account, held in sharded maps. The flusher (`flush`) takes them every
+//! `usage.flush_interval` and writes them in one durable redb transaction (`store`); a failed
+//! write puts them back, so a full disk delays usage but loses none, and a crash loses at most
+//! one interval. Admin figures add the unflushed part, so they are always current. Token counts
+//! come from the responses themselves (`parse`); quotas (`quota`) are counted in memory and
+//! seeded from the store.
+
+pub mod flush;
+pub mod parse;
+pub mod quota;
+pub mod store;
+
+use std::collections::HashMap;
+use std::ops::Add;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use self::store::{HOUR_SECS, SubjectBatch};
+
+/// What was used in one bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Authenticated requests, whatever their outcome.
+    pub requests: u64,
+    /// Requests forwarded to an upstream (what request quotas count).
+    pub forwarded: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Requests answered with an error status, or whose stream failed.
+    pub errors: u64,
+    /// Requests whose tokens were estimated because the upstream never reported them.
+    pub estimated: u64,
+}
+
+impl Counts {
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens + self.output_tokens
+    }
+}
+
+impl Add for Counts {
+    type Output = Counts;
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            requests: self.requests + o.requests,
+            forwarded: self.forwarded + o.forwarded,
+            input_tokens: self.input_tokens + o.input_tokens,
+            output_tokens: self.output_tokens + o.output_tokens,
+            errors: self.errors + o.errors,
+            estimated: self.estimated + o.estimated,
+        }
+    }
+}
+
+/// The store's name for a key's counters.
+pub fn key_subject(id: &str) -> String {
+    format!("k:{id}")
+}
+
+/// The store's name for an account's counters.
+pub fn account_subject(name: &str) -> String {
+    format!("a:{name}")
+}
+
+/// The start (Unix seconds) of the hour containing `ms`.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(1000).div_euclid(HOUR_SECS) * HOUR_SECS
+}
+
+/// 16 shards: recording takes one short lock, rarely contended on two cores.
+const SHARDS: usize = 16;
+
+/// Unflushed counts of one subject.
+#[derive(Debug, Default, Clone)]
+struct Pending {
+    /// Usually one entry: the current hour.
+    hours: Vec<(i64, Counts)>,
+    last_used_ms: Option<i64>,
+}
+
+impl Pending {
+    fn add(&mut self, hour: i64, counts: Counts) {
+        match self.hours.iter_mut().find(|(h, _)| *h == hour) {
+            Some((_, c)) => *c = *c + counts,
+            None => self.hours.push((hour, counts)),
+        }
+    }
+}
+
+type Shard = HashMap<String, Pending>;
+
+/// The in-memory aggregator.
+pub struct Meter {
+    shards: Box<[Mutex<Shard>]>,
+}
+
+impl Default for Meter {
+    fn default() -> Self {
+        Meter::new()
+    }
+}
+
+impl Meter {
+    pub fn new() -> Meter {
+        Meter {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, subject: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let h = subject.bytes().fold(0usize, |h, b| {
+            h.wrapping_mul(31).wrapping_add(usize::from(b))
+        });
+        self.shards[h % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, subject: String, hour: i64, counts: Counts, at_ms: i64) {
+        let mut shard = self.shard(&subject);
+        let p = shard.entry(subject).or_default();
+        p.add(hour, counts);
+        p.last_used_ms = p.last_used_ms.max(Some(at_ms));
+    }
+
+    /// Records one request of `key_id` (in `account`) at `at_ms`.
+    pub fn record(&self, key_id: &str, account: &str, at_ms: i64, counts: Counts) {
+        let hour = hour_of(at_ms);
+        self.add(key_subject(key_id), hour, counts, at_ms);
+        self.add(account_subject(account), hour, counts, at_ms);
+    }
+
+    /// Takes everything unflushed, leaving the meter empty.
+    pub fn take(&self) -> Vec<(String, SubjectBatch)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            out.extend(taken.into_iter().map(|(subject, p)| {
+                (
+                    subject,
+                    SubjectBatch {
+                        hours: p.hours,
+                        last_used_ms: p.last_used_ms,
+                    },
+                )
+            }));
+        }
+        out
+    }
+
+    /// Puts back a batch whose write failed, merging it with what arrived meanwhile.
+    pub fn restore(&self, batch: Vec<(String, SubjectBatch)>) {
+        for (subject, sb) in batch {
+            let mut shard = self.shard(&subject);
+            let p = shard.entry(subject).or_default();
+            for (hour, counts) in sb.hours {
+                p.add(hour, counts);
+            }
+            p.last_used_ms = p.last_used_ms.max(sb.last_used_ms);
+        }
+    }
+
+    /// Whether nothing is waiting to be flushed.
+    pub fn is_empty(&self) -> bool {
+        self.shards
+            .iter()
+            .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+    }
+
+    /// The unflushed buckets of `subject`.
+    pub fn pending(&self, subject: &str) -> (Vec<(i64, Counts)>, Option<i64>) {
+        self.shard(subject)
+            .get(subject)
+            .map(|p| (p.hours.clone(), p.last_used_ms))
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

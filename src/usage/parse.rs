@@ -1,0 +1,256 @@
+//! Reading token usage from upstream responses as they pass, without holding them back.
+//!
+//! SSE streams are scanned line by line: only a partial line is kept between frames, and only
+//! `data:` lines that mention `"usage"` are parsed as JSON (OpenAI's final usage chunk,
+//! Anthropic's `message_start` and `message_delta`, the Responses API's `response.completed`).
+//! When keygate itself asked an OpenAI stream for its usage chunk, that chunk is cut out of what
+//! the client receives: then whole events are kept until their blank line, and every other event
+//! is passed on the moment it is complete. JSON bodies are kept (as shared `Bytes`, bounded) and
+//! parsed at the end.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+/// Longest SSE line kept across frames; a longer line is skipped, not buffered without bound.
+const MAX_LINE: usize = 1024 * 1024;
+/// Largest JSON body kept for its `usage`; larger bodies are counted by estimate.
+const MAX_JSON: usize = 4 * 1024 * 1024;
+
+/// Tokens reported by the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub input: Option<u64>,
+    pub output: Option<u64>,
+}
+
+impl Tokens {
+    pub fn is_known(&self) -> bool {
+        self.input.is_some() || self.output.is_some()
+    }
+
+    /// Reads a `usage` object: OpenAI (`prompt_tokens`/`completion_tokens`), Anthropic and the
+    /// Responses API (`input_tokens`/`output_tokens`, plus Anthropic's cache tokens, which are
+    /// input too). Fields it carries overwrite earlier ones: Anthropic's `message_delta` repeats
+    /// the cumulative output count.
+    fn merge(&mut self, usage: &Value) {
+        let field = |k: &str| usage.get(k).and_then(Value::as_u64);
+        let input = field("prompt_tokens")
+            .or_else(|| field("input_tokens"))
+            .map(|base| {
+                base + field("cache_creation_input_tokens").unwrap_or(0)
+                    + field("cache_read_input_tokens").unwrap_or(0)
+            });
+        if input.is_some() {
+            self.input = input;
+        }
+        if let Some(output) = field("completion_tokens").or_else(|| field("output_tokens")) {
+            self.output = Some(output);
+        }
+    }
+
+    /// Finds `usage` in a response or event object, wherever the format puts it.
+    fn read(&mut self, value: &Value) {
+        for usage in [
+            value.get("usage"),
+            value.get("message").and_then(|m| m.get("usage")),
+            value.get("response").and_then(|r| r.get("usage")),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|u| u.is_object())
+        {
+            self.merge(usage);
+        }
+    }
+}
+
+/// How the body is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Sse,
+    Json,
+    /// Neither: only bytes are counted.
+    Other,
+}
+
+/// The usage reader for one response body.
+#[derive(Debug)]
+pub struct UsageReader {
+    format: Format,
+    /// Cut OpenAI's usage-only chunk out of the stream (keygate asked for it, the client did not).
+    drop_usage_chunk: bool,
+    tokens: Tokens,
+    /// Data events that carried content (deltas): the basis of an estimate when usage never
+    /// arrives, as a delta carries about one token.
+    content_events: u64,
+    bytes: u64,
+    /// The unfinished line at the end of the last frame.
+    line: Vec<u8>,
+    /// Skipping the rest of an over-long line.
+    skipping: bool,
+    /// In drop mode: the unfinished event, and whether it is the usage-only chunk.
+    event: BytesMut,
+    event_is_usage_only: bool,
+    /// JSON mode: the body so far.
+    json: Vec<Bytes>,
+    json_len: usize,
+}
+
+impl UsageReader {
+    pub fn new(format: Format, drop_usage_chunk: bool) -> UsageReader {
+        UsageReader {
+            format,
+            drop_usage_chunk: drop_usage_chunk && format == Format::Sse,
+            tokens: Tokens::default(),
+            content_events: 0,
+            bytes: 0,
+            line: Vec::new(),
+            skipping: false,
+            event: BytesMut::new(),
+            event_is_usage_only: false,
+            json: Vec::new(),
+            json_len: 0,
+        }
+    }
+
+    /// Reads a frame and returns what to pass on to the client: the frame itself, except in
+    /// drop mode, where complete events are passed on (`None` while an event is unfinished).
+    pub fn feed(&mut self, chunk: Bytes) -> Option<Bytes> {
+        self.bytes += chunk.len() as u64;
+        match self.format {
+            Format::Other => Some(chunk),
+            Format::Json => {
+                if self.json_len + chunk.len() <= MAX_JSON {
+                    self.json_len += chunk.len();
+                    self.json.push(chunk.clone());
+                } else {
+                    self.json.clear();
+                    self.json_len = usize::MAX / 2;
+                }
+                Some(chunk)
+            }
+            Format::Sse if !self.drop_usage_chunk => {
+                self.scan(&chunk, None);
+                Some(chunk)
+            }
+            Format::Sse => {
+                let mut out = BytesMut::new();
+                self.scan(&chunk, Some(&mut out));
+                (!out.is_empty()).then(|| out.freeze())
+            }
+        }
+    }
+
+    /// Splits `chunk` into lines; `out` collects complete events to pass on (drop mode).
+    fn scan(&mut self, chunk: &[u8], mut out: Option<&mut BytesMut>) {
+        let mut rest = chunk;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let (piece, after) = rest.split_at(nl + 1);
+            rest = after;
+            if out.is_some() {
+                self.event.extend_from_slice(piece);
+            }
+            if std::mem::take(&mut self.skipping) {
+                self.line.clear();
+            } else if self.line.is_empty() {
+                self.on_line(trim_eol(piece), out.as_deref_mut());
+            } else {
+                // The line began in an earlier frame: complete it, then reuse the buffer.
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(piece);
+                self.on_line(trim_eol(&line), out.as_deref_mut());
+                line.clear();
+                self.line = line;
+            }
+        }
+        if !rest.is_empty() {
+            if out.is_some() {
+                self.event.extend_from_slice(rest);
+            }
+            if self.line.len() + rest.len() > MAX_LINE {
+                self.line.clear();
+                self.skipping = true;
+            } else if !self.skipping {
+                self.line.extend_from_slice(rest);
+            }
+        }
+    }
+
+    fn on_line(&mut self, line: &[u8], out: Option<&mut BytesMut>) {
+        if line.is_empty() {
+            if let Some(out) = out {
+                let event = self.event.split();
+                if !std::mem::take(&mut self.event_is_usage_only) {
+                    out.extend_from_slice(&event);
+                }
+            }
+            return;
+        }
+        let Some(data) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let data = data.trim_ascii();
+        if data == b"[DONE]" {
+            return;
+        }
+        if memchr::memmem::find(data, b"\"usage\"").is_none() {
+            // Content arrives in deltas (OpenAI chunks, Anthropic content_block_delta).
+            if memchr::memmem::find(data, b"\"delta\"").is_some() {
+                self.content_events += 1;
+            }
+            return;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        self.tokens.read(&value);
+        let usage_only = value.get("usage").is_some_and(Value::is_object)
+            && value
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty);
+        if usage_only {
+            self.event_is_usage_only = true;
+        }
+    }
+
+    /// In drop mode, what is left of an event the stream did not finish with a blank line.
+    pub fn rest(&mut self) -> Option<Bytes> {
+        (!self.event.is_empty()).then(|| self.event.split().freeze())
+    }
+
+    /// The usage when the body ended. For JSON it is parsed now.
+    pub fn finish(&mut self) -> Tokens {
+        if self.format == Format::Json && self.json_len <= MAX_JSON {
+            let mut whole = Vec::with_capacity(self.json_len);
+            for part in self.json.drain(..) {
+                whole.extend_from_slice(&part);
+            }
+            if let Ok(value) = serde_json::from_slice::<Value>(&whole) {
+                self.tokens.read(&value);
+            }
+        }
+        self.tokens
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Content events seen: an output-token estimate (an event carries about one token).
+    pub fn content_events(&self) -> u64 {
+        self.content_events
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests;
