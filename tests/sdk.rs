@@ -148,6 +148,29 @@ async fn openai_sdk_gets_plain_and_streamed_chat_completions() {
     }
 }
 
+#[tokio::test]
+async fn openai_stream_without_usage_request_gets_no_usage_chunk() {
+    let Some(python) = sdk_python() else { return };
+    let s = setup().await;
+    let out = run(&python, &s, "openai_client.py", "stream_without_usage").await;
+
+    // keygate asked the upstream for usage, to meter the stream (SPEC §2, Usage) ...
+    let sent = s.upstream.last().json();
+    assert_eq!(
+        sent["stream_options"]["include_usage"], true,
+        "keygate should ask the upstream for the usage chunk: {sent}"
+    );
+    // ... and dropped that chunk, which the client did not ask for.
+    let chunks = out["stream"].as_array().unwrap();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["usage"].is_null() && c["choices"] != 0),
+        "a usage chunk reached a client that did not ask for one: {out}"
+    );
+    assert_eq!(contents(&out["stream"]), ["t0", "t1", "t2"], "{out}");
+}
+
 /// Checks one refusal as `openai_client.py` describes it.
 fn assert_openai_refusal(e: &Value, class: &str, status: u16, code: &str, kind: &str) {
     assert_eq!(e["class"], class, "{e}");

@@ -62,6 +62,13 @@ def chat():
     }
 
 
+def stream_without_usage():
+    """A streamed call that leaves ``stream_options`` unset."""
+    c = client(os.environ["KEYGATE_KEY"])
+    stream = c.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    return {"stream": [chunk_facts(chunk) for chunk in stream]}
+
+
 def refusal(key):
     """Calls chat completions expecting an HTTP error; describes the exception raised."""
     try:
@@ -93,6 +100,7 @@ def errors():
 
 SCENARIOS = {
     "chat": chat,
+    "stream_without_usage": stream_without_usage,
     "errors": errors,
 }
 
