@@ -31,6 +31,8 @@ use tokio::sync::{Semaphore, mpsc};
 #[derive(Debug, Clone)]
 pub struct Received {
     pub method: String,
+    /// The HTTP version the request arrived in (keygate always forwards HTTP/1.1).
+    pub version: http::Version,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -124,6 +126,7 @@ impl FakeUpstream {
             .unwrap_or_default();
         let received = Received {
             method: parts.method.to_string(),
+            version: parts.version,
             path: parts
                 .uri
                 .path_and_query()
