@@ -39,6 +39,7 @@ struct Setup {
     app: TestApp,
     upstream: FakeUpstream,
     key: String,
+    key_id: String,
     ip_key: String,
     rate_key: String,
 }
@@ -46,7 +47,7 @@ struct Setup {
 async fn setup() -> Setup {
     let upstream = FakeUpstream::start().await;
     let app = TestApp::start(&upstream_config(upstream.addr)).await;
-    let (_, key) = app.create_key(json!({"name": "sdk"})).await;
+    let (key_id, key) = app.create_key(json!({"name": "sdk"})).await;
     let (_, ip_key) = app
         .create_key(json!({"name": "sdk-ip", "allowed_ips": ["10.0.0.0/8"]}))
         .await;
@@ -57,8 +58,29 @@ async fn setup() -> Setup {
         app,
         upstream,
         key,
+        key_id,
         ip_key,
         rate_key,
+    }
+}
+
+/// The usage keygate recorded for the plain key, once `requests` of them are in (a request is
+/// recorded when its response body ends, which may be just after the SDK returned).
+async fn recorded_usage(s: &Setup, requests: u64) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, key) = s
+            .app
+            .admin(http::Method::GET, &format!("/api/keys/{}", s.key_id), None)
+            .await;
+        if key["usage"]["requests"] == requests {
+            return key["usage"].clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "usage never reached {requests} requests: {key}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
@@ -146,6 +168,11 @@ async fn openai_sdk_gets_plain_and_streamed_chat_completions() {
         );
         assert_eq!(r.json()["model"], "gpt-4o");
     }
+    // keygate metered all three: 11 in each, 7 out for the plain call, 3 per stream.
+    assert_eq!(
+        recorded_usage(&s, 3).await,
+        json!({"requests": 3, "input_tokens": 33, "output_tokens": 13})
+    );
 }
 
 #[tokio::test]
@@ -268,6 +295,11 @@ async fn anthropic_sdk_gets_plain_and_streamed_messages() {
         assert!(r.headers.get("authorization").is_none());
         assert!(r.headers.get("anthropic-version").is_some());
     }
+    // 13 in each; 9 out for the plain call, 3 for each stream (message_delta's count).
+    assert_eq!(
+        recorded_usage(&s, 3).await,
+        json!({"requests": 3, "input_tokens": 39, "output_tokens": 15})
+    );
 }
 
 /// Checks one refusal as `anthropic_client.py` describes it: the SDK's class, and keygate's
