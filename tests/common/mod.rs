@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod cli;
 pub mod client;
 pub mod upstream;
 
