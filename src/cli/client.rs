@@ -5,7 +5,7 @@
 //! A connection that cannot be made is [`CliError::Connect`] (exit 3); a non-2xx answer becomes
 //! [`CliError::Server`] with the message and code of the server's error body (exit 1).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,7 +57,7 @@ impl Client {
     }
 
     /// The socket path, for messages.
-    pub fn path(&self) -> &PathBuf {
+    pub fn path(&self) -> &Path {
         &self.socket.path
     }
 

@@ -78,7 +78,7 @@ fn connect_hint(error: &std::io::Error) -> &'static str {
             "; is keygate running? (use --socket PATH or KEYGATE_SOCKET to point elsewhere)"
         }
         std::io::ErrorKind::PermissionDenied => {
-            "; this user may not open the socket (its group or admin.allowed_uids/allowed_gids)"
+            "; the socket file is mode 0660: this user needs to be in the group that owns it"
         }
         _ => "",
     }

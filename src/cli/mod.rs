@@ -55,7 +55,7 @@ pub struct Cli {
     reason = "parsed once per process; boxing would only add noise"
 )]
 enum Command {
-    /// Run the gateway (config: --config FILE, else ./keygate.toml, else built-in defaults)
+    /// Run the gateway (config: --config FILE or $KEYGATE_CONFIG, else ./keygate.toml, else built-in defaults)
     Serve,
     /// Create, list, change, rotate and revoke API keys
     #[command(subcommand)]

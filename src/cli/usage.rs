@@ -14,7 +14,7 @@ use super::error::CliError;
 use super::flags;
 use super::output::{self, BAR_WIDTH, Table, bar_chart, print_err, print_out};
 use super::{Done, now_ms};
-use crate::clock::{parse_rfc3339, rfc3339};
+use crate::clock::rfc3339;
 
 /// Windows up to this long default to hourly buckets; longer ones to daily buckets, so the
 /// chart stays a screenful (48 rows at most by default).
@@ -110,14 +110,15 @@ pub async fn run(client: &Client, args: UsageArgs) -> Result<Done, CliError> {
 
 /// `2025-01-01 13:00` for hours, `2025-01-01` for days (UTC).
 fn label(start: &str, granularity: Granularity) -> String {
-    let Some(ms) = parse_rfc3339(start) else {
+    let Ok(at) = start.parse::<jiff::Timestamp>() else {
         return start.to_owned();
     };
-    let text = rfc3339(ms);
-    match granularity {
-        Granularity::Hour => format!("{} {}", &text[..10], &text[11..16]),
-        Granularity::Day => text[..10].to_owned(),
-    }
+    let format = match granularity {
+        Granularity::Hour => "%Y-%m-%d %H:%M",
+        Granularity::Day => "%Y-%m-%d",
+    };
+    // A Timestamp formats in UTC.
+    at.strftime(format).to_string()
 }
 
 /// The table, the totals and the chart of requests per bucket.
