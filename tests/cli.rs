@@ -7,6 +7,8 @@
 
 mod common;
 
+// `#[path]` keeps the groups out of `tests/` itself, where Cargo would build each file as a
+// test binary of its own.
 #[path = "cli/admin.rs"]
 mod admin;
 #[path = "cli/config_check.rs"]
@@ -32,10 +34,12 @@ fn create_key(server: &TestServer, name: &str, extra: &[&str]) -> (String, Strin
     )
 }
 
+/// The key object, as `keys show --json` prints it.
 fn show(server: &TestServer, id: &str) -> Value {
     server.cli(&["keys", "show", id, "--json"]).ok().json()
 }
 
+/// This process's uid: the peer the server records for every admin change the tests make.
 fn uid() -> u32 {
     rustix::process::getuid().as_raw()
 }
