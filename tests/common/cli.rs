@@ -10,7 +10,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use keygate::app::{self, App, Listeners};
 use keygate::clock::Clock;
@@ -33,7 +32,8 @@ max_active_per_account = 10
 /// A validated config for a test server whose state and socket live in `dir`.
 pub fn snapshot(dir: &Path) -> Snapshot {
     let text = CONFIG_TOML.replace("{dir}", &dir.display().to_string());
-    let mut snapshot = Snapshot::parse(&text, Path::new("test.toml")).expect("test config is valid");
+    let mut snapshot =
+        Snapshot::parse(&text, Path::new("test.toml")).expect("test config is valid");
     snapshot.source = None;
     snapshot
 }
