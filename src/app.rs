@@ -13,12 +13,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use tokio::net::UnixListener;
-use tokio::sync::{Mutex, MutexGuard, Semaphore};
+use tokio::sync::{Mutex, MutexGuard, Semaphore, mpsc};
 
 use crate::admin::api::UsageTotals;
 use crate::clock::Clock;
 use crate::config::Snapshot;
+use crate::control::Command;
 use crate::keyring::{IndexError, Keyring, QuotaHolder};
+use crate::metrics::Metrics;
 use crate::net::tcp::DataListener;
 use crate::policy::Limits;
 use crate::proxy::upstream::UpstreamClient;
@@ -116,6 +118,11 @@ pub struct App {
     pub meter: Meter,
     /// How flushes went.
     pub flush_stats: FlushStats,
+    pub metrics: Metrics,
+    /// Where reload triggers send their commands (see `crate::control`).
+    control: mpsc::Sender<Command>,
+    /// The controller's end of that channel, taken by [`run`].
+    control_rx: std::sync::Mutex<Option<mpsc::Receiver<Command>>>,
 }
 
 impl App {
@@ -157,6 +164,7 @@ impl App {
         }
         keyring.sweep_expired_grace(clock.now_ms());
         let live = Live::build(snapshot, None).map_err(StartError::Config)?;
+        let (control, control_rx) = crate::control::channel();
         Ok(Arc::new(App {
             live: Arc::new(ArcSwap::from_pointee(live)),
             generation: AtomicU64::new(1),
@@ -170,7 +178,15 @@ impl App {
             served: AtomicU64::new(0),
             meter,
             flush_stats: FlushStats::default(),
+            metrics: Metrics::new(),
+            control,
+            control_rx: std::sync::Mutex::new(Some(control_rx)),
         }))
+    }
+
+    /// A sender for reload commands.
+    pub fn control(&self) -> mpsc::Sender<Command> {
+        self.control.clone()
     }
 
     /// The config in force.
@@ -258,6 +274,8 @@ pub struct Listeners {
     pub admin_path: std::path::PathBuf,
     /// The data-plane listeners (`crate::net::tcp::bind_all`).
     pub data: Vec<DataListener>,
+    /// The plain-HTTP metrics listener, when `[metrics] addr` is set.
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 /// Serves `listeners` until `shutdown` resolves, then stops accepting, lets in-flight requests
@@ -273,7 +291,28 @@ pub async fn run(
         Arc::clone(&app),
         stop_rx.clone(),
     ));
-    let flusher = tokio::spawn(flush::run(Arc::clone(&app), stop_rx.clone()));
+    // The flusher stops last, after the drained requests have recorded their usage.
+    let (flush_stop_tx, flush_stop_rx) = tokio::sync::watch::channel(false);
+    let flusher = tokio::spawn(flush::run(Arc::clone(&app), flush_stop_rx));
+    let taken = app
+        .control_rx
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(commands) = taken {
+        tokio::spawn(crate::control::run(
+            Arc::clone(&app),
+            commands,
+            stop_rx.clone(),
+        ));
+    }
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&app),
+            stop_rx.clone(),
+        ));
+    }
     let permits = Arc::new(Semaphore::new(app.config().server.max_connections));
     let mut data = tokio::task::JoinSet::new();
     for listener in listeners.data {
@@ -285,7 +324,12 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
+    crate::control::notify_systemd(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("serving config generation {}", app.generation())),
+    ]);
     shutdown.await;
+    crate::control::notify_systemd(&[sd_notify::NotifyState::Stopping]);
     let grace = app.config().server.shutdown_grace;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
@@ -303,6 +347,7 @@ pub async fn run(
         tracing::error!(error = %e, "admin server task failed");
     }
     // The flusher writes what the drained requests counted, then ends.
+    let _ = flush_stop_tx.send(true);
     if let Err(e) = flusher.await {
         tracing::error!(error = %e, "usage flusher task failed");
     }

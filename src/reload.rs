@@ -100,6 +100,13 @@ pub fn reload(app: &App, trigger: Trigger) -> Report {
     report
 }
 
+/// The report of a reload that could not run at all.
+pub fn failed(app: &App, trigger: Trigger, error: String) -> Report {
+    let report = rejected(app, rfc3339(app.clock.now_ms()), trigger, vec![error]);
+    app.last_reload.set(report.clone());
+    report
+}
+
 /// The report of a reload whose file was refused; the running config stays.
 fn rejected(app: &App, at: String, trigger: Trigger, errors: Vec<String>) -> Report {
     tracing::error!(?trigger, errors = ?errors, "config reload rejected; the previous config keeps serving");

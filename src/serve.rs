@@ -36,10 +36,19 @@ pub fn serve(config: Option<&Path>) -> anyhow::Result<()> {
             config = %source.as_deref().map_or("built-in defaults".into(), |p| p.display().to_string()),
             "keygate serving"
         );
+        let metrics = match app.config().metrics.addr {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+            ),
+            None => None,
+        };
         let listeners = Listeners {
             admin,
             admin_path: socket,
             data,
+            metrics,
         };
         app::run(listeners, app, shutdown_signal()).await?;
         Ok(())

@@ -14,6 +14,7 @@
 //! | GET | `/api/usage` | `usage::get` |
 //! | GET | `/api/status` | `system::status` |
 //! | GET | `/api/config`, POST `/api/config/reload` | `system::config`, `system::reload` |
+//! | GET | `/metrics` | `system::metrics` (Prometheus text) |
 //!
 //! Every connection's peer is checked with `SO_PEERCRED` before anything else; a peer that is not
 //! allowed gets 403 on every request and nothing else. Changes are serialised by the app's admin
@@ -177,6 +178,7 @@ async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<AdminResponse, ApiErr
         (["api", "status"], &Method::GET) => system::status(&ctx).await,
         (["api", "config"], &Method::GET) => system::config(&ctx).await,
         (["api", "config", "reload"], &Method::POST) => system::reload(&ctx).await,
+        (["metrics"], &Method::GET) => system::metrics(&ctx).await,
         (["api", "audit" | "status" | "config" | "usage"] | ["api", "config", "reload"], _) => {
             Err(not_allowed())
         }

@@ -5,7 +5,8 @@ use serde_json::json;
 
 use super::api::AuditEntry;
 use super::{AdminResponse, ApiError, Ctx, Query, json, views};
-use crate::reload::{self, Trigger};
+use crate::control::Command;
+use crate::reload::Trigger;
 
 /// SPEC §3: audit `limit` default and maximum.
 const AUDIT_DEFAULT: usize = 100;
@@ -64,27 +65,44 @@ pub async fn config(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
 }
 
 pub async fn reload(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
-    let app = std::sync::Arc::clone(&ctx.app);
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let command = Command::Reload {
+        trigger: Trigger::Api,
+        reply: Some(reply),
+    };
+    let unavailable = || ApiError::Internal("the config controller is not running".into());
+    ctx.app
+        .control()
+        .send(command)
+        .await
+        .map_err(|_| unavailable())?;
+    let report = answer.await.map_err(|_| unavailable())?;
     let actor = ctx.peer.actor();
-    let report = tokio::task::spawn_blocking(move || {
-        let report = reload::reload(&app, Trigger::Api);
-        let details = json!({"ok": report.ok, "generation": report.generation,
-            "errors": report.errors.len(), "restart_needed": report.restart_needed});
-        let now = app.clock.now_ms();
-        if let Err(e) = app
-            .store
-            .write(|tx| tx.audit(now, actor, "config.reload", None, details))
-        {
-            tracing::error!(error = %e, "cannot record the reload in the audit log");
-        }
-        report
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("reload task failed: {e}")))?;
+    let details = json!({"ok": report.ok, "generation": report.generation,
+        "errors": report.errors.len(), "restart_needed": report.restart_needed});
+    ctx.app
+        .blocking(move |app| {
+            let now = app.clock.now_ms();
+            app.store
+                .write(|tx| tx.audit(now, actor, "config.reload", None, details))
+        })
+        .await
+        .map_err(ApiError::from)?;
     let status = if report.ok {
         StatusCode::OK
     } else {
         StatusCode::UNPROCESSABLE_ENTITY
     };
     Ok(json(status, &report))
+}
+
+pub async fn metrics(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
+    let mut resp = AdminResponse::new(http_body_util::Full::new(bytes::Bytes::from(
+        ctx.app.metrics.render(&ctx.app),
+    )));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(resp)
 }

@@ -114,6 +114,11 @@ impl Tap for Completion {
             counters.add_tokens(now_ms, used);
         }
         app.count_request();
+        let status = itoa::Buffer::new().format(self.status).to_owned();
+        app.metrics
+            .requests
+            .with_label_values(&[self.route.as_str(), status.as_str(), self.upstream.as_str()])
+            .inc();
         tracing::info!(
             target: "keygate::access",
             request_id = %self.request_id,

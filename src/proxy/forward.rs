@@ -85,7 +85,13 @@ impl Forward<'_> {
             Ok(Err(e)) => return Err(classify(&config.name, &e)),
             Ok(Ok(resp)) => resp,
         };
-        let upstream_ms = sent.elapsed().as_millis() as u64;
+        let latency = sent.elapsed();
+        self.app
+            .metrics
+            .upstream_latency
+            .with_label_values(&[config.name.as_str()])
+            .observe(latency.as_secs_f64());
+        let upstream_ms = latency.as_millis() as u64;
         let (mut resp_parts, incoming) = resp.into_parts();
         headers::strip_hop_by_hop(&mut resp_parts.headers);
         let now_ms = self.app.clock.now_ms();

@@ -64,6 +64,8 @@ struct Refusal {
     granted: Option<Granted>,
     retry_after: Option<std::time::Duration>,
     key: Option<Arc<KeyState>>,
+    /// The route, once chosen (for metrics).
+    route: Option<usize>,
 }
 
 impl From<(Denied, ErrorStyle)> for Refusal {
@@ -74,6 +76,7 @@ impl From<(Denied, ErrorStyle)> for Refusal {
             granted: None,
             retry_after: None,
             key: None,
+            route: None,
         }
     }
 }
@@ -94,7 +97,16 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
         let path = req.uri().path().to_owned();
         match serve(&app, &live, conn, req, &request_id, started).await {
             Ok(resp) => resp,
-            Err(refusal) => refuse(&app, refusal, &request_id, &method, &path, conn, started),
+            Err(refusal) => refuse(
+                &app,
+                &live,
+                refusal,
+                &request_id,
+                &method,
+                &path,
+                conn,
+                started,
+            ),
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -179,6 +191,7 @@ async fn serve(
     let style = route.errors;
     let with_key = |denied: Denied| Refusal {
         key: Some(Arc::clone(&key)),
+        route: Some(route_index),
         ..Refusal::from((denied, style))
     };
     decide::check_scope(&policy, route).map_err(with_key)?;
@@ -303,9 +316,11 @@ enum Payload {
     Stream(Incoming),
 }
 
-/// Builds the error response of a refusal and logs it.
+/// Builds the error response of a refusal, counts and logs it.
+#[allow(clippy::too_many_arguments)]
 fn refuse(
     app: &App,
+    live: &Live,
     refusal: Refusal,
     request_id: &str,
     method: &Method,
@@ -319,8 +334,25 @@ fn refuse(
         granted,
         retry_after,
         key,
+        route,
     } = refusal;
     let code = denied.code;
+    let route = route.and_then(|i| live.config.routes.get(i));
+    let status = code.status();
+    app.metrics
+        .requests
+        .with_label_values(&[
+            route.map_or("-", |r| r.path.as_str()),
+            status.as_str(),
+            route.map_or("-", |r| r.upstream.as_str()),
+        ])
+        .inc();
+    if status == StatusCode::UNAUTHORIZED {
+        app.metrics
+            .auth_failures
+            .with_label_values(&[code.as_str()])
+            .inc();
+    }
     let body = error::body(style, code, code.default_message(), request_id);
     let mut resp = Response::new(ResponseBody::full(body));
     *resp.status_mut() = code.status();

@@ -73,6 +73,7 @@ impl TestServer {
             admin,
             admin_path: socket.clone(),
             data: Vec::new(),
+            metrics: None,
         };
         let task = runtime.spawn(async move {
             let shutdown = async {

@@ -126,6 +126,7 @@ impl TestApp {
             admin,
             admin_path: socket.clone(),
             data,
+            metrics: None,
         };
         let runner = Arc::clone(&app);
         let task = tokio::spawn(async move {
