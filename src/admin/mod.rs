@@ -12,6 +12,7 @@
 //! | GET, PATCH, DELETE | `/api/accounts/{name}` | `accounts::get`, `accounts::update`, `accounts::delete` |
 //! | GET | `/api/audit` | `system::audit` |
 //! | GET | `/api/usage` | `usage::get` |
+//! | POST | `/api/explain` | `explain::explain` |
 //! | GET | `/api/status` | `system::status` |
 //! | GET | `/api/config`, POST `/api/config/reload` | `system::config`, `system::reload` |
 //! | GET | `/metrics` | `system::metrics` (Prometheus text) |
@@ -23,6 +24,7 @@
 mod accounts;
 pub mod api;
 mod error;
+mod explain;
 pub mod input;
 mod keys;
 mod system;
@@ -175,13 +177,16 @@ async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<AdminResponse, ApiErr
         (["api", "accounts", _], _) => Err(not_allowed()),
         (["api", "audit"], &Method::GET) => system::audit(&ctx, &query).await,
         (["api", "usage"], &Method::GET) => usage::get(&ctx, &query).await,
+        (["api", "explain"], &Method::POST) => explain::explain(&ctx, &body).await,
         (["api", "status"], &Method::GET) => system::status(&ctx).await,
         (["api", "config"], &Method::GET) => system::config(&ctx).await,
         (["api", "config", "reload"], &Method::POST) => system::reload(&ctx).await,
         (["metrics"], &Method::GET) => system::metrics(&ctx).await,
-        (["api", "audit" | "status" | "config" | "usage"] | ["api", "config", "reload"], _) => {
-            Err(not_allowed())
-        }
+        (
+            ["api", "audit" | "status" | "config" | "usage" | "explain"]
+            | ["api", "config", "reload"],
+            _,
+        ) => Err(not_allowed()),
         _ => Err(ApiError::NoRoute {
             method: method.to_string(),
             path: path.clone(),

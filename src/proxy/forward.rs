@@ -26,6 +26,8 @@ pub struct Forward<'a> {
     pub app: &'a Arc<App>,
     pub live: &'a Arc<Live>,
     pub route: &'a Route,
+    /// The upstream chosen for the request (a preset's, else the route's).
+    pub upstream: &'a str,
     pub admitted: &'a Admitted,
     pub request_id: &'a str,
     /// The request's `Origin`/`Referer`, already checked against the key.
@@ -40,16 +42,12 @@ impl Forward<'_> {
         parts: Parts,
         body: RequestBody,
     ) -> Result<Response<ResponseBody>, Denied> {
-        let upstream = self
-            .live
-            .upstreams
-            .get(&self.route.upstream)
-            .ok_or_else(|| {
-                Denied::new(
-                    Code::UpstreamError,
-                    format!("upstream {} is not configured", self.route.upstream),
-                )
-            })?;
+        let upstream = self.live.upstreams.get(self.upstream).ok_or_else(|| {
+            Denied::new(
+                Code::UpstreamError,
+                format!("upstream {} is not configured", self.upstream),
+            )
+        })?;
         let config = &upstream.config;
         let uri = join(config, &parts.uri)?;
         let origin_header = parts.headers.get(header::ORIGIN).cloned();

@@ -8,6 +8,8 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::config::Preset;
+
 /// A parsed JSON object body.
 #[derive(Debug)]
 pub struct JsonBody {
@@ -67,10 +69,43 @@ impl JsonBody {
         true
     }
 
-    /// Mutable access to the object, for presets; marks the body changed.
-    pub fn object_mut(&mut self) -> &mut Map<String, Value> {
+    /// Serves the request with `preset`: its model, its system prompt first, no
+    /// `assistant_id`. For Anthropic messages the prompt goes in the `system` field, before
+    /// whatever the client put there; for OpenAI chat it is the first `system` message.
+    pub fn apply_preset(&mut self, preset: &Preset, anthropic: bool) {
         self.changed = true;
-        &mut self.object
+        let o = &mut self.object;
+        o.remove("assistant_id");
+        o.insert("model".into(), Value::String(preset.model.clone()));
+        if preset.system_prompt.is_empty() {
+            return;
+        }
+        let prompt = preset.system_prompt.clone();
+        if anthropic {
+            let merged = match o.remove("system") {
+                None | Some(Value::Null) => Value::String(prompt),
+                Some(Value::String(s)) if s.is_empty() => Value::String(prompt),
+                Some(Value::String(s)) => Value::String(format!("{prompt}\n\n{s}")),
+                Some(Value::Array(mut blocks)) => {
+                    blocks.insert(0, serde_json::json!({"type": "text", "text": prompt}));
+                    Value::Array(blocks)
+                }
+                // Anything else is the client's mistake: let the upstream say so, prompt first.
+                Some(other) => Value::Array(vec![
+                    serde_json::json!({"type": "text", "text": prompt}),
+                    other,
+                ]),
+            };
+            o.insert("system".into(), merged);
+        } else {
+            let system = serde_json::json!({"role": "system", "content": prompt});
+            match o.get_mut("messages") {
+                Some(Value::Array(messages)) => messages.insert(0, system),
+                _ => {
+                    o.insert("messages".into(), Value::Array(vec![system]));
+                }
+            }
+        }
     }
 
     /// The bytes to send upstream.

@@ -13,6 +13,7 @@ pub mod error;
 mod forward;
 pub mod headers;
 pub mod inspect;
+pub mod pipeline;
 pub mod route;
 pub mod upstream;
 
@@ -30,10 +31,11 @@ use self::body::{RequestBody, ResponseBody};
 use self::decide::Denied;
 use self::error::Code;
 use self::inspect::JsonBody;
+use self::pipeline::Mode;
 use crate::app::{App, Live};
 use crate::config::ErrorStyle;
 use crate::keyring::{KeyPolicy, KeyState};
-use crate::limits::{self, Applicable, Granted};
+use crate::limits::{Applicable, Granted};
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -144,16 +146,15 @@ async fn serve(
         key: Some(Arc::clone(&key)),
         ..Refusal::from((denied, style))
     };
-    decide::check_status(&policy, now_ms).map_err(with_key)?;
     let ip = decide::client_ip(
         conn.peer.ip(),
         req.headers(),
         &config.server.trusted_proxies,
     );
-    decide::check_ip(&policy, ip).map_err(with_key)?;
     let origin = decide::origin(req.headers()).map(str::to_owned);
-    decide::check_origin(&policy, origin.as_deref()).map_err(with_key)?;
+    pipeline::before_body(&policy, now_ms, Some(ip), origin.as_deref()).map_err(with_key)?;
 
+    // The body is read only when a decision or a rewrite needs it.
     let (parts, incoming) = req.into_parts();
     let max_body = config.server.max_body_bytes;
     let must_read = route::needs_model(&config.routes, &live.route_order, &method, &path)
@@ -183,58 +184,34 @@ async fn serve(
         Payload::Json(json) => Some(json),
         _ => None,
     };
-    let model = json.and_then(JsonBody::model).map(str::to_owned);
-
-    let (route_index, route) =
-        decide::select_route(config, &live.route_order, &method, &path, model.as_deref())
-            .map_err(with_key)?;
-    let style = route.errors;
+    let routed = pipeline::route_request(
+        config,
+        &live.route_order,
+        &policy,
+        &method,
+        &path,
+        json.and_then(JsonBody::model),
+        json.and_then(JsonBody::assistant_id),
+    )
+    .map_err(with_key)?;
+    let style = routed.route.errors;
+    let route_index = routed.route_index;
     let with_key = |denied: Denied| Refusal {
         key: Some(Arc::clone(&key)),
         route: Some(route_index),
         ..Refusal::from((denied, style))
     };
-    decide::check_scope(&policy, route).map_err(with_key)?;
-    decide::check_model(&policy, model.as_deref()).map_err(with_key)?;
 
-    let applicable = Applicable::new(&config.limits, &policy, &policy.account.limits());
     let reserve = json
         .and_then(JsonBody::max_tokens)
         .unwrap_or(config.limits.reserve_tokens);
-    let granted = limits::take(
-        &applicable,
-        &key,
-        &policy.account,
-        app.clock.mono_ns(),
-        reserve,
-    )
-    .map_err(|refused| Refusal {
-        retry_after: Some(refused.retry_after),
-        granted: Some(refused.report),
-        ..with_key(Denied::new(
-            Code::RateLimitExceeded,
-            format!(
-                "the {:?} {:?} bucket is empty; retry in {:?}",
-                refused.layer, refused.unit, refused.retry_after
-            ),
-        ))
-    })?;
-
-    let quota_levels = decide::quotas(&key, &policy, now_ms);
-    if let Err((denied, wait)) = decide::check_quotas(&quota_levels, now_ms) {
-        limits::refund(
-            &applicable,
-            &key,
-            &policy.account,
-            app.clock.mono_ns(),
-            &granted,
-        );
-        return Err(Refusal {
-            granted: Some(granted),
-            retry_after: wait,
-            ..with_key(denied)
-        });
-    }
+    let mono_ns = app.clock.mono_ns();
+    let limited = pipeline::limit(config, &key, &policy, Mode::Take, reserve, mono_ns, now_ms)
+        .map_err(|r| Refusal {
+            granted: Some(r.granted),
+            retry_after: r.retry_after,
+            ..with_key(r.denied)
+        })?;
 
     let content_length = parts
         .headers
@@ -242,36 +219,27 @@ async fn serve(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if matches!(payload, Payload::Stream(_)) && content_length.is_some_and(|n| n > max_body) {
-        limits::refund(
-            &applicable,
-            &key,
-            &policy.account,
-            app.clock.mono_ns(),
-            &granted,
-        );
+        pipeline::release(&key, &policy, &limited, mono_ns, now_ms);
         return Err(Refusal {
-            granted: Some(granted),
+            granted: Some(limited.granted),
             ..with_key(Denied::new(
                 Code::RequestTooLarge,
                 "the body is over server.max_body_bytes",
             ))
         });
     }
-    let tokens_expected = model.is_some();
+
+    let tokens_expected = routed.model.is_some();
     let mut drop_usage_chunk = false;
     let mut input_estimate = content_length.unwrap_or(0) / 4;
     if let Payload::Json(json) = &mut payload {
         input_estimate = json.len() as u64 / 4;
+        if let Some(preset) = routed.preset {
+            json.apply_preset(preset, style == ErrorStyle::Anthropic);
+        }
         if wants_usage(&parts, style) && json.is_stream() {
             drop_usage_chunk = json.request_stream_usage();
         }
-    }
-    // Counted now, so that parallel requests cannot all pass a nearly used-up quota.
-    for counters in [key.quota.load_full(), policy.account.quota.load_full()]
-        .into_iter()
-        .flatten()
-    {
-        counters.add_request(now_ms);
     }
     let upstream_body = match payload {
         Payload::Json(json) => RequestBody::Full(http_body_util::Full::new(json.into_bytes())),
@@ -282,8 +250,8 @@ async fn serve(
         key: Arc::clone(&key),
         policy,
         route_index,
-        granted,
-        applicable,
+        granted: limited.granted,
+        applicable: limited.applicable,
         tokens_expected,
         input_estimate,
         drop_usage_chunk,
@@ -291,7 +259,8 @@ async fn serve(
     let ctx = forward::Forward {
         app,
         live,
-        route,
+        route: routed.route,
+        upstream: routed.upstream,
         admitted: &admitted,
         request_id,
         origin: origin.as_deref(),

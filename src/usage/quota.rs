@@ -143,6 +143,15 @@ impl QuotaCounters {
         self.requests.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Takes back a request counted by [`QuotaCounters::add_request`] in the same period.
+    pub fn undo_request(&self, now_ms: i64) {
+        if self.id.load(Ordering::Acquire) == period_id(self.period, now_ms) {
+            let _ = self
+                .requests
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
     pub fn add_tokens(&self, now_ms: i64, tokens: u64) {
         self.roll(now_ms);
         self.tokens.fetch_add(tokens, Ordering::AcqRel);
