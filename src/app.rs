@@ -119,6 +119,8 @@ pub struct App {
     /// How flushes went.
     pub flush_stats: FlushStats,
     pub metrics: Metrics,
+    /// Failed authentications per client IP (`proxy::guard`).
+    pub guard: crate::proxy::guard::AuthGuard,
     /// Where reload triggers send their commands (see `crate::control`).
     control: mpsc::Sender<Command>,
     /// The controller's end of that channel, taken by [`run`].
@@ -179,6 +181,7 @@ impl App {
             meter,
             flush_stats: FlushStats::default(),
             metrics: Metrics::new(),
+            guard: Default::default(),
             control,
             control_rx: std::sync::Mutex::new(Some(control_rx)),
         }))

@@ -461,3 +461,53 @@ async fn a_revoked_key_fails_on_the_very_next_request() {
         "invalid_api_key"
     );
 }
+
+#[tokio::test]
+async fn paths_that_could_escape_their_route_are_refused() {
+    let (app, upstream) = setup("").await;
+    let (_, key) = app.create_key(json!({"name": "t"})).await;
+    let c = client::client();
+    for path in [
+        "/v1/../admin",
+        "/v1/%2e%2e/admin",
+        "/v1/./chat/completions",
+        "/v1%2fchat",
+    ] {
+        let a = send(&c, post(&app.url(path), Some(&key), &chat())).await;
+        assert_error(&a, 400, "invalid_request", "invalid_request_error");
+    }
+    assert!(upstream.received().is_empty());
+}
+
+#[tokio::test]
+async fn an_ip_that_keeps_failing_authentication_is_refused_before_its_key_is_looked_at() {
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::start_with_server(
+        "trusted_proxies = [\"127.0.0.1\"]\nauth_failure_limit = { requests = 3, interval = \"60s\" }",
+        &upstream_config(upstream.addr),
+    )
+    .await;
+    let (_, key) = app.create_key(json!({"name": "t"})).await;
+    let c = client::client();
+    let url = app.url("/v1/chat/completions");
+    let from = |ip: &str, key: Option<&str>| {
+        let mut r = post(&url, key, &chat());
+        r.headers_mut()
+            .insert("x-forwarded-for", ip.parse().unwrap());
+        r
+    };
+    for _ in 0..3 {
+        let guess = keygate::keys::generate("sk-kg-").unwrap();
+        let a = send(&c, from("198.51.100.7", Some(guess.secret.expose()))).await;
+        assert_eq!(a.code(), "invalid_api_key");
+    }
+    // Even the right key is not looked at from that address now.
+    let a = send(&c, from("198.51.100.7", Some(&key))).await;
+    assert_error(&a, 429, "rate_limit_exceeded", "rate_limit_error");
+    assert_eq!(a.header("retry-after"), Some("20"));
+    // Another address is not affected.
+    assert_eq!(
+        send(&c, from("198.51.100.8", Some(&key))).await.status,
+        StatusCode::OK
+    );
+}

@@ -11,6 +11,7 @@ mod complete;
 pub mod decide;
 pub mod error;
 mod forward;
+pub mod guard;
 pub mod headers;
 pub mod inspect;
 pub mod pipeline;
@@ -94,21 +95,47 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
         let mut resp = plain(StatusCode::NO_CONTENT, "");
         headers::preflight(req.headers(), resp.headers_mut());
         resp
+    } else if !guard::path_is_clean(req.uri().path()) {
+        let refusal = Refusal::from((
+            Denied::new(
+                Code::InvalidRequest,
+                "the path has dot segments or encoded separators",
+            ),
+            ErrorStyle::OpenAi,
+        ));
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        refuse(
+            &app,
+            &live,
+            refusal,
+            &request_id,
+            &method,
+            &path,
+            conn,
+            started,
+        )
     } else {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        match serve(&app, &live, conn, req, &request_id, started).await {
+        let (parts, incoming) = req.into_parts();
+        let mut body = Some(incoming);
+        match serve(&app, &live, conn, parts, &mut body, &request_id, started).await {
             Ok(resp) => resp,
-            Err(refusal) => refuse(
-                &app,
-                &live,
-                refusal,
-                &request_id,
-                &method,
-                &path,
-                conn,
-                started,
-            ),
+            Err(refusal) => {
+                if let Some(unread) = body.take() {
+                    drain(unread).await;
+                }
+                refuse(
+                    &app,
+                    &live,
+                    refusal,
+                    &request_id,
+                    &method,
+                    &path,
+                    conn,
+                    started,
+                )
+            }
         }
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
@@ -125,46 +152,75 @@ fn is_preflight<B>(req: &Request<B>) -> bool {
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
+/// Decides and forwards one request. The body stays in `body` until a decision or the
+/// forwarding needs it, so that a refusal can drain what it never read.
 async fn serve(
     app: &Arc<App>,
     live: &Arc<Live>,
     conn: Conn,
-    req: Request<Incoming>,
+    parts: http::request::Parts,
+    body: &mut Option<Incoming>,
     request_id: &str,
     started: Instant,
 ) -> Result<Response<ResponseBody>, Refusal> {
     let config = &live.config;
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
     let style = route::style_for(&config.routes, &live.route_order, &method, &path);
     let now_ms = app.clock.now_ms();
 
-    let presented = decide::credential(req.headers()).map_err(|d| (d, style))?;
-    let key = decide::authenticate(&app.keyring, presented, now_ms).map_err(|d| (d, style))?;
+    let ip = decide::client_ip(
+        conn.peer.ip(),
+        &parts.headers,
+        &config.server.trusted_proxies,
+    );
+    let failures = config.server.auth_failure_limit;
+    if let Some(wait) = app.guard.blocked(ip, failures, app.clock.mono_ns()) {
+        let denied = Denied::new(
+            Code::RateLimitExceeded,
+            format!("too many failed authentications from {ip}"),
+        );
+        return Err(Refusal {
+            retry_after: Some(wait),
+            ..Refusal::from((denied, style))
+        });
+    }
+    // A failed authentication counts against the client's IP.
+    let count_failure = |denied: &Denied| {
+        if denied.code.status() == StatusCode::UNAUTHORIZED {
+            app.guard.failed(ip, failures, app.clock.mono_ns());
+        }
+    };
+    let auth_failed = |denied: Denied| {
+        count_failure(&denied);
+        Refusal::from((denied, style))
+    };
+    let presented = decide::credential(&parts.headers).map_err(auth_failed)?;
+    let key = decide::authenticate(&app.keyring, presented, now_ms).map_err(auth_failed)?;
     let policy = key.policy();
     let with_key = |denied: Denied| Refusal {
         key: Some(Arc::clone(&key)),
         ..Refusal::from((denied, style))
     };
-    let ip = decide::client_ip(
-        conn.peer.ip(),
-        req.headers(),
-        &config.server.trusted_proxies,
-    );
-    let origin = decide::origin(req.headers()).map(str::to_owned);
-    pipeline::before_body(&policy, now_ms, Some(ip), origin.as_deref()).map_err(with_key)?;
+    let origin = decide::origin(&parts.headers).map(str::to_owned);
+    pipeline::before_body(&policy, now_ms, Some(ip), origin.as_deref()).map_err(|denied| {
+        count_failure(&denied);
+        with_key(denied)
+    })?;
 
     // The body is read only when a decision or a rewrite needs it.
-    let (parts, incoming) = req.into_parts();
     let max_body = config.server.max_body_bytes;
     let must_read = route::needs_model(&config.routes, &live.route_order, &method, &path)
         || decide::restricts_models(&policy);
     let want_read = must_read
         || (is_json(&parts.headers) && (!config.presets.is_empty() || wants_usage(&parts, style)))
         || Applicable::new(&config.limits, &policy, &policy.account.limits()).has_tokens();
-    let mut payload = Payload::Stream(incoming);
-    if want_read && let Payload::Stream(incoming) = payload {
-        payload = if incoming.is_end_stream() {
+    let mut payload = None;
+    if want_read {
+        let incoming = body
+            .take()
+            .expect("the body is taken once: to read it or to forward it");
+        payload = Some(if incoming.is_end_stream() {
             Payload::Raw(Bytes::new())
         } else {
             let bytes = read_body(incoming, max_body).await.map_err(with_key)?;
@@ -178,10 +234,10 @@ async fn serve(
                 }
                 None => Payload::Raw(bytes),
             }
-        };
+        });
     }
     let json = match &payload {
-        Payload::Json(json) => Some(json),
+        Some(Payload::Json(json)) => Some(json),
         _ => None,
     };
     let routed = pipeline::route_request(
@@ -218,7 +274,7 @@ async fn serve(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if matches!(payload, Payload::Stream(_)) && content_length.is_some_and(|n| n > max_body) {
+    if payload.is_none() && content_length.is_some_and(|n| n > max_body) {
         pipeline::release(&key, &policy, &limited, mono_ns, now_ms);
         return Err(Refusal {
             granted: Some(limited.granted),
@@ -232,7 +288,7 @@ async fn serve(
     let tokens_expected = routed.model.is_some();
     let mut drop_usage_chunk = false;
     let mut input_estimate = content_length.unwrap_or(0) / 4;
-    if let Payload::Json(json) = &mut payload {
+    if let Some(Payload::Json(json)) = &mut payload {
         input_estimate = json.len() as u64 / 4;
         if let Some(preset) = routed.preset {
             json.apply_preset(preset, style == ErrorStyle::Anthropic);
@@ -242,9 +298,16 @@ async fn serve(
         }
     }
     let upstream_body = match payload {
-        Payload::Json(json) => RequestBody::Full(http_body_util::Full::new(json.into_bytes())),
-        Payload::Raw(bytes) => RequestBody::Full(http_body_util::Full::new(bytes)),
-        Payload::Stream(incoming) => RequestBody::Stream(Limited::new(incoming, max_body as usize)),
+        Some(Payload::Json(json)) => {
+            RequestBody::Full(http_body_util::Full::new(json.into_bytes()))
+        }
+        Some(Payload::Raw(bytes)) => RequestBody::Full(http_body_util::Full::new(bytes)),
+        None => {
+            let incoming = body
+                .take()
+                .expect("the body is taken once: to read it or to forward it");
+            RequestBody::Stream(Limited::new(incoming, max_body as usize))
+        }
     };
     let admitted = Admitted {
         key: Arc::clone(&key),
@@ -275,14 +338,37 @@ async fn serve(
         })
 }
 
-/// The request body, as far as keygate looked at it.
+/// A request body keygate read.
 enum Payload {
-    /// Read and parsed.
+    /// Parsed as a JSON object.
     Json(JsonBody),
-    /// Read, but not JSON (or empty).
+    /// Not a JSON object (or empty).
     Raw(Bytes),
-    /// Not read: streamed to the upstream.
-    Stream(Incoming),
+}
+
+/// Most of a refused request's unread body that is read and discarded before answering.
+const DRAIN_BYTES: usize = 1024 * 1024;
+/// Longest wait for it.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and discards what is left of a refused request's body, so the client sees the answer
+/// (an HTTP/2 stream is not reset under its upload, which some clients report as a failure
+/// instead of the answer) and an HTTP/1 connection stays reusable. A body larger than
+/// [`DRAIN_BYTES`] or slower than [`DRAIN_WAIT`] is left alone: the connection pays for it.
+async fn drain(mut body: Incoming) {
+    if body.is_end_stream() || body.size_hint().lower() > DRAIN_BYTES as u64 {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Builds the error response of a refusal, counts and logs it.
