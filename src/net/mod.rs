@@ -1,6 +1,7 @@
 //! Sockets: the admin Unix socket with its peer checks (`unix`), and what every accept loop
 //! shares, such as backing off on accept errors instead of exiting or spinning.
 
+pub mod idle;
 pub mod tcp;
 pub mod tls;
 pub mod unix;

@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::Backoff;
+use super::idle::{Activity, Tracked};
 use crate::app::App;
 use crate::config::Server;
 use crate::proxy::{self, Conn};
@@ -99,15 +100,25 @@ pub async fn serve(
                 tls: tls.is_some(),
             };
             let builder = builder(&config.server);
+            let activity = Activity::new();
+            let idle = config.server.idle_timeout;
+            let counted = Arc::clone(&activity);
             let service = service_fn(move |req| {
                 let app = Arc::clone(&app);
-                async move { Ok::<_, std::convert::Infallible>(proxy::handle(app, conn, req).await) }
+                let in_flight = counted.begin();
+                async move {
+                    let resp = proxy::handle(app, conn, req).await;
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
+                }
             });
             let result = match tls {
                 None => {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        _ = activity.idle_for(idle) => Ok(()),
+                    }
                 }
                 Some(acceptor) => {
                     let Some(tls_stream) =
@@ -118,7 +129,10 @@ pub async fn serve(
                     };
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    tokio::select! {
+                        r = watcher.watch(conn.into_owned()) => r,
+                        _ = activity.idle_for(idle) => Ok(()),
+                    }
                 }
             };
             if let Err(e) = result {

@@ -69,6 +69,7 @@ impl Forward<'_> {
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = out_headers;
 
+        let captured = hyper_util::client::legacy::connect::capture_connection(&mut req);
         let sent = Instant::now();
         let resp = match tokio::time::timeout(config.timeout, upstream.client.request(req)).await {
             Err(_) => {
@@ -91,6 +92,18 @@ impl Forward<'_> {
             .observe(latency.as_secs_f64());
         let upstream_ms = latency.as_millis() as u64;
         let (mut resp_parts, incoming) = resp.into_parts();
+        if resp_parts.headers.contains_key(header::TRANSFER_ENCODING) {
+            // hyper read the body by its transfer coding; a length beside it is stale and, passed
+            // on, would cut the client's copy short. An upstream that sends both is confused or
+            // hostile: its connection is not used again.
+            if resp_parts.headers.remove(header::CONTENT_LENGTH).is_some() {
+                tracing::warn!(upstream = %config.name, request_id = self.request_id,
+                    "upstream sent Content-Length with Transfer-Encoding; dropping the length and the connection");
+                if let Some(connection) = captured.connection_metadata().as_ref() {
+                    connection.poison();
+                }
+            }
+        }
         headers::strip_hop_by_hop(&mut resp_parts.headers);
         let now_ms = self.app.clock.now_ms();
         headers::rate_limits(

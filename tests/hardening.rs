@@ -1,0 +1,194 @@
+//! Hostile and broken input at the protocol level: idle connections are closed (but not under
+//! a long stream), oversized or too many headers get 431, a request with both Content-Length
+//! and Transfer-Encoding is refused, an upstream that sends both is read safely and its
+//! connection not reused, and an absolute-form request target cannot steer keygate to another
+//! host.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::client::{self, post};
+use common::upstream::FakeUpstream;
+use common::{TestApp, upstream_config};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends raw bytes on a new connection and returns everything the server sent back before
+/// closing (or until 5 s pass).
+async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_but_not_while_a_stream_runs() {
+    let upstream = FakeUpstream::start().await;
+    let app =
+        TestApp::start_with_server("idle_timeout = \"300ms\"", &upstream_config(upstream.addr))
+            .await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let stream = TcpStream::connect(app.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let mut conn = tokio::spawn(conn);
+
+    // A stream that stays quiet for longer than the idle timeout keeps its connection.
+    let mut req = post(
+        &app.url("/v1/chat/completions"),
+        Some(&key),
+        &json!({"model": "m", "stream": true, "messages": []}),
+    );
+    req.headers_mut()
+        .insert("x-fake-gate", "idle".parse().unwrap());
+    let resp = sender.send_request(req).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(900), &mut conn)
+            .await
+            .is_err(),
+        "the connection was closed under a running stream"
+    );
+    upstream.release_gate("idle", 10);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.ends_with(b"data: [DONE]\n\n"));
+
+    // Then, with nothing in flight, it is closed.
+    let closed = tokio::time::timeout(Duration::from_secs(5), &mut conn).await;
+    assert!(closed.is_ok(), "an idle connection stayed open");
+}
+
+#[tokio::test]
+async fn oversized_or_too_many_headers_get_431() {
+    let app = TestApp::start_with_server("max_header_bytes = 8192\nmax_headers = 20", "").await;
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    assert!(
+        raw(app.addr, big.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    let mut many = String::from("GET /healthz HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..30 {
+        many.push_str(&format!("x-h{i}: 1\r\n"));
+    }
+    many.push_str("\r\n");
+    assert!(
+        raw(app.addr, many.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 431")
+    );
+    let fine = raw(
+        app.addr,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
+/// hyper reads such a request as chunked (RFC 9112 §6.3), drops the length before keygate sees
+/// the request, answers, and closes the connection: what was smuggled behind it is never read.
+#[tokio::test]
+async fn a_request_with_both_content_length_and_chunked_encoding_cannot_smuggle() {
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::start(&upstream_config(upstream.addr)).await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let smuggle = format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /v1/admin HTTP/1.1\r\nhost: x\r\n\r\n"
+    );
+    let answer = raw(app.addr, smuggle.as_bytes()).await;
+    assert_eq!(
+        answer.matches("HTTP/1.1 ").count(),
+        1,
+        "nothing smuggled was answered: {answer}"
+    );
+    assert!(answer.contains("connection: close"), "{answer}");
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, "/v1/embeddings");
+    assert!(
+        received[0].body.is_empty(),
+        "the body was read as chunked: empty"
+    );
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_cannot_choose_the_upstream() {
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::start(&upstream_config(upstream.addr)).await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let body = r#"{"model":"gpt-4o","messages":[]}"#;
+    let request = format!(
+        "POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = raw(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = upstream.last();
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(
+        seen.headers["host"],
+        upstream.addr.to_string(),
+        "the upstream's own host"
+    );
+}
+
+/// An upstream that answers with both Content-Length and chunked encoding: the body is read as
+/// chunked (the length is dropped) and that connection is not used again.
+#[tokio::test]
+async fn an_upstream_answer_with_both_lengths_is_read_as_chunked_and_its_connection_dropped() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = listener.local_addr().unwrap();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&connections);
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                loop {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\nd\r\n{\"ok\":\"both\"}\r\n0\r\n\r\n";
+                    if s.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let app = TestApp::start(&upstream_config(upstream_addr)).await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let c = client::client();
+    for _ in 0..2 {
+        let req = http::Request::builder()
+            .uri(app.url("/v1/embeddings"))
+            .method("POST")
+            .header("authorization", format!("Bearer {key}"))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let a = client::send(&c, req).await;
+        assert_eq!(a.status, http::StatusCode::OK);
+        assert_eq!(a.text(), "{\"ok\":\"both\"}");
+    }
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the ambiguous connection was not reused"
+    );
+}
