@@ -9,6 +9,10 @@
 # `--target` is required: with it, RUSTFLAGS (+crt-static) apply only to the target binary and
 # not to proc-macros and build scripts, which cannot be linked statically (see STACK.md).
 # Honours CARGO_TARGET_DIR; the static artifacts land under $CARGO_TARGET_DIR/<target>/<profile>.
+#
+# getrandom_backend="linux_getrandom": getrandom 0.4 finds glibc's getrandom() with dlsym, which
+# a static binary cannot do, and then silently reads /dev/urandom instead; without /dev (a bare
+# chroot) creating a key fails. This cfg makes it call getrandom() directly (Linux >= 3.17).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +35,7 @@ done
 
 echo "build-static: cargo build --profile $profile --target $target (+crt-static)" >&2
 start=$SECONDS
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
     cargo build --locked --profile "$profile" --target "$target" --bin keygate
 elapsed=$((SECONDS - start))
 
@@ -43,7 +47,7 @@ cp -f "$built" "$out"
 size=$(stat -c %s "$out")
 file_out=$(file -b "$out")
 # ldd exits 1 for a file that is not dynamic; its words are what matter here.
-ldd_out=$(ldd "$out" 2>&1 || true)
+ldd_out=$(ldd "$out" 2>&1 | sed 's/^[[:space:]]*//' || true)
 
 echo "build-static: built in ${elapsed}s"
 echo "build-static: $out: $size bytes ($(numfmt --to=iec-i --suffix=B "$size"))"
