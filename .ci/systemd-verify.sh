@@ -107,12 +107,15 @@ say "sysusers $sysusers"
 mkdir -p "$tmp/users/etc" "$tmp/users/usr/lib/sysusers.d"
 cp "$sysusers" "$tmp/users/usr/lib/sysusers.d/keygate.conf"
 systemd-sysusers --root="$tmp/users" >&2
-grep -q '^keygate:x:[0-9]*:[0-9]*:[^:]*:/var/lib/keygate:/usr/sbin/nologin$' "$tmp/users/etc/passwd" ||
+passwd_line='^keygate:x:[0-9]*:[0-9]*:[^:]*:/var/lib/keygate:/usr/sbin/nologin$'
+grep -q "$passwd_line" "$tmp/users/etc/passwd" ||
     fail "systemd-sysusers did not create the keygate user: $(cat "$tmp/users/etc/passwd")"
-grep -q '^keygate:x:[0-9]*:$' "$tmp/users/etc/group" || fail "systemd-sysusers did not create the keygate group"
+grep -q '^keygate:x:[0-9]*:$' "$tmp/users/etc/group" ||
+    fail "systemd-sysusers did not create the keygate group"
 
 say "security $unit (offline; informational)"
-systemd-analyze security --offline=yes --root="$tmp/root" --no-pager "$name" >"$tmp/security" 2>&1 ||
+systemd-analyze security --offline=yes --root="$tmp/root" --no-pager "$name" \
+    >"$tmp/security" 2>&1 ||
     { cat "$tmp/security" >&2; fail "systemd-analyze security failed"; }
 if [ -n "${KEYGATE_SYSTEMD_VERBOSE:-}" ]; then
     cat "$tmp/security"
