@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds keygate as one static executable (static-pie, glibc linked in) and copies it to
+# dist/keygate, then shows its size and proves it is static with `file` and `ldd`.
+#
+#   scripts/build-static.sh                      # release profile: fat LTO, 1 codegen unit
+#   scripts/build-static.sh --profile ci-static  # CI's faster profile (thin LTO)
+#   scripts/build-static.sh --out /tmp/keygate   # copy somewhere else than dist/keygate
+#
+# `--target` is required: with it, RUSTFLAGS (+crt-static) apply only to the target binary and
+# not to proc-macros and build scripts, which cannot be linked statically (see STACK.md).
+# Honours CARGO_TARGET_DIR; the static artifacts land under $CARGO_TARGET_DIR/<target>/<profile>.
+#
+# getrandom_backend="linux_getrandom": getrandom 0.4 finds glibc's getrandom() with dlsym, which
+# a static binary cannot do, and then silently reads /dev/urandom instead; without /dev (a bare
+# chroot) creating a key fails. This cfg makes it call getrandom() directly (Linux >= 3.17).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=x86_64-unknown-linux-gnu
+profile=release
+out=dist/keygate
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --profile) profile="${2:?--profile needs a name}"; shift 2 ;;
+        --out) out="${2:?--out needs a path}"; shift 2 ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "build-static: unknown argument: $1" >&2; exit 2 ;;
+    esac
+done
+
+for tool in cargo file ldd; do
+    command -v "$tool" >/dev/null || { echo "build-static: $tool is not installed" >&2; exit 1; }
+done
+
+echo "build-static: cargo build --profile $profile --target $target (+crt-static)" >&2
+start=$SECONDS
+RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"" \
+    cargo build --locked --profile "$profile" --target "$target" --bin keygate
+elapsed=$((SECONDS - start))
+
+built="${CARGO_TARGET_DIR:-target}/$target/$profile/keygate"
+[ -x "$built" ] || { echo "build-static: $built was not produced" >&2; exit 1; }
+mkdir -p "$(dirname "$out")"
+cp -f "$built" "$out"
+
+size=$(stat -c %s "$out")
+file_out=$(file -b "$out")
+# ldd exits 1 for a file that is not dynamic; its words are what matter here.
+ldd_out=$(ldd "$out" 2>&1 | sed 's/^[[:space:]]*//' || true)
+
+echo "build-static: built in ${elapsed}s"
+echo "build-static: $out: $size bytes ($(numfmt --to=iec-i --suffix=B "$size"))"
+echo "file: $file_out"
+echo "ldd:  $ldd_out"
+
+case "$file_out" in
+    *"static-pie linked"*|*"statically linked"*) ;;
+    *) echo "build-static: FAIL: file does not call $out static" >&2; exit 1 ;;
+esac
+case "$ldd_out" in
+    *"statically linked"*|*"not a dynamic executable"*) ;;
+    *) echo "build-static: FAIL: ldd lists shared libraries for $out" >&2; exit 1 ;;
+esac
+echo "build-static: OK, $out is static"
