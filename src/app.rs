@@ -146,15 +146,16 @@ impl App {
                     with_quota.push((holder, account_subject(&account.name), q.period));
                 }
             }
-            tx.for_each_key(|key| {
-                if key.revoked_at_ms.is_none() {
-                    keyring.apply(None, &key)?;
-                    if let (Some(q), Some(state)) = (
+            keyring.reserve(usize::try_from(tx.key_count()?).unwrap_or(0));
+            tx.for_each_key_ref(|key| {
+                keyring.load(&key)?;
+                if key.revoked_at_ms.is_none()
+                    && let (Some(q), Some(state)) = (
                         Limits::from_record(&key.limits).quota,
-                        keyring.find_key(&key),
-                    ) {
-                        with_quota.push((QuotaHolder::Key(state), key_subject(&key.id), q.period));
-                    }
+                        keyring.find_current(&key.hash),
+                    )
+                {
+                    with_quota.push((QuotaHolder::Key(state), key_subject(key.id), q.period));
                 }
                 Ok::<_, StartError>(())
             })

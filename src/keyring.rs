@@ -3,8 +3,10 @@
 //! It is loaded from redb at startup and changed by the admin code right after each commit, so a
 //! request never touches the disk and an admin change is in force before the API answers. Keys
 //! are spread over [`SHARDS`] read-write-locked maps; a lookup takes one uncontended read lock.
-//! A key's [`KeyState`] is shared by all of its hashes (the current secret and, after a rotation,
-//! the previous one during its grace period) and outlives policy changes: the policy inside is
+//! The maps are keyed by the first 128 bits of the blake3 hash: half the memory of the whole
+//! hash, and still 2^128 work to find another key that matches. A key's [`KeyState`] is shared
+//! by all of its secrets (the current one and, after a rotation, the previous one, which sits in
+//! a small separate map until its grace ends) and outlives policy changes: the policy inside is
 //! swapped whole, while counters and buckets stay.
 
 use std::collections::HashMap;
@@ -18,24 +20,44 @@ use crate::keys::KeyHash;
 use crate::limits::Bucket;
 use crate::policy::{Limits, OriginPattern};
 use crate::scope::Scopes;
-use crate::store::{AccountRecord, KeyRecord};
+use crate::store::{AccountRecord, KeyRecord, KeyRecordRef};
 use crate::usage::quota::QuotaCounters;
 
 /// 64 shards: admin writes to one shard never stall lookups in the others, and the per-shard
 /// maps stay small enough to grow without long pauses.
 pub const SHARDS: usize = 64;
 
-/// What a request is checked against. Built from a [`KeyRecord`] when the key changes.
+/// Limits for a key that sets none of its own.
+const NO_LIMITS: Limits = Limits {
+    rate_limit: None,
+    token_limit: None,
+    quota: None,
+};
+
+/// What a request is checked against. Built from a key record when the key changes; kept
+/// small, since a million keys each hold one.
 #[derive(Debug)]
 pub struct KeyPolicy {
     pub account: Arc<AccountState>,
     pub scopes: Scopes,
     pub is_active: bool,
-    pub expires_at_ms: Option<i64>,
-    /// Rarely set, so kept out of line to keep a million keys small.
+    /// Unix ms at which the key expires; `i64::MAX` when it never does.
+    expires_at_ms: i64,
+    /// Rarely set, so kept out of line.
     pub restrictions: Option<Box<Restrictions>>,
+    /// The key's own limits, rarely set, so kept out of line.
+    own_limits: Option<Box<Limits>>,
+}
+
+impl KeyPolicy {
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        (self.expires_at_ms != i64::MAX).then_some(self.expires_at_ms)
+    }
+
     /// The key's own limits; unset ones fall back to the config's `[limits]`.
-    pub limits: Limits,
+    pub fn limits(&self) -> &Limits {
+        self.own_limits.as_deref().unwrap_or(&NO_LIMITS)
+    }
 }
 
 /// Per-key allow-lists; an empty list allows everything.
@@ -139,7 +161,17 @@ impl std::fmt::Debug for KeyId {
     }
 }
 
-/// Hashes a [`KeyHash`] by taking the `u64` it writes (its first 8 bytes) as is.
+/// The map key of a secret: the first 128 bits of its blake3 hash.
+type Short = u128;
+
+fn short(hash: &[u8; 32]) -> Short {
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    u128::from_le_bytes(first)
+}
+
+/// blake3 output is uniformly random, so the low 64 bits of a [`Short`] are already a perfect
+/// hash: no need to pay for SipHash on every request.
 #[derive(Default)]
 struct PassThrough(u64);
 
@@ -152,20 +184,12 @@ impl Hasher for PassThrough {
             self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
     }
 }
 
-type Shard = HashMap<KeyHash, Slot, BuildHasherDefault<PassThrough>>;
-
-/// A map entry: the key, and until when this hash is accepted (`i64::MAX` for the current
-/// secret; the grace end for a rotated-out one).
-#[derive(Debug, Clone)]
-struct Slot {
-    key: Arc<KeyState>,
-    until_ms: i64,
-}
+type Shard = HashMap<Short, Arc<KeyState>, BuildHasherDefault<PassThrough>>;
 
 /// Why a key record cannot be indexed (a stored value the current code cannot interpret).
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +203,8 @@ pub enum IndexError {
 /// The index itself.
 pub struct Keyring {
     shards: Box<[RwLock<Shard>]>,
+    /// Rotated-out secrets in their grace period, with its end (Unix ms). Few at any time.
+    grace: RwLock<HashMap<Short, (Arc<KeyState>, i64)>>,
     accounts: RwLock<HashMap<String, Arc<AccountState>>>,
 }
 
@@ -192,30 +218,52 @@ impl Keyring {
     pub fn new() -> Keyring {
         Keyring {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            grace: RwLock::default(),
             accounts: RwLock::default(),
         }
     }
 
-    fn shard(&self, hash: &KeyHash) -> &RwLock<Shard> {
-        // The last byte is independent of the 8 bytes the maps hash on.
-        &self.shards[usize::from(hash.0[31]) % SHARDS]
+    /// Makes room for `n` keys in all, so loading them does not rehash.
+    pub fn reserve(&self, n: usize) {
+        for shard in self.shards.iter() {
+            shard
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .reserve(n.div_ceil(SHARDS));
+        }
+    }
+
+    fn shard(&self, key: Short) -> &RwLock<Shard> {
+        // The top byte is independent of the low 64 bits the maps hash on.
+        &self.shards[(key >> 120) as usize % SHARDS]
+    }
+
+    fn get(&self, key: Short) -> Option<Arc<KeyState>> {
+        let shard = self.shard(key).read().unwrap_or_else(|e| e.into_inner());
+        shard.get(&key).cloned()
     }
 
     /// The key a presented secret's hash belongs to, if that secret is accepted at `now_ms`.
     pub fn find(&self, hash: &KeyHash, now_ms: i64) -> Option<Arc<KeyState>> {
-        let shard = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
-        shard
-            .get(hash)
-            .filter(|slot| slot.until_ms > now_ms)
-            .map(|slot| Arc::clone(&slot.key))
+        let key = short(&hash.0);
+        if let Some(state) = self.get(key) {
+            return Some(state);
+        }
+        let grace = self.grace.read().unwrap_or_else(|e| e.into_inner());
+        grace
+            .get(&key)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(state, _)| Arc::clone(state))
     }
 
     /// Number of indexed secrets (current ones plus those in a grace period).
     pub fn len(&self) -> usize {
-        self.shards
+        let current: usize = self
+            .shards
             .iter()
             .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+            .sum();
+        current + self.grace.read().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -244,9 +292,14 @@ impl Keyring {
         self.read_accounts().get(name).cloned()
     }
 
-    /// The state of a key, found by any of its hashes (current one first).
+    /// The state of a key, found by its current secret.
     pub fn find_key(&self, record: &KeyRecord) -> Option<Arc<KeyState>> {
-        self.slot_key(&KeyHash(record.hash))
+        self.find_current(&record.hash)
+    }
+
+    /// The state of the key whose current secret has this hash.
+    pub fn find_current(&self, hash: &[u8; 32]) -> Option<Arc<KeyState>> {
+        self.get(short(hash))
     }
 
     pub fn account_count(&self) -> usize {
@@ -267,83 +320,122 @@ impl Keyring {
         }
     }
 
+    /// Adds a key read from the store at startup (the index is being filled: no key in it can
+    /// be this one). Revoked keys are skipped.
+    pub fn load(&self, record: &KeyRecordRef<'_>) -> Result<(), IndexError> {
+        if record.revoked_at_ms.is_some() {
+            return Ok(());
+        }
+        let state = Arc::new(KeyState {
+            id: KeyId::new(record.id).ok_or_else(|| IndexError::BadId(record.id.to_owned()))?,
+            policy: ArcSwap::from_pointee(self.policy_for(record)?),
+            requests: Bucket::new(),
+            tokens: Bucket::new(),
+            quota: ArcSwapOption::empty(),
+        });
+        self.put(record, state);
+        Ok(())
+    }
+
+    /// Indexes `state` under the record's secrets: the current one, and the previous one while
+    /// its grace lasts.
+    fn put(&self, record: &KeyRecordRef<'_>, state: Arc<KeyState>) {
+        let key = short(&record.hash);
+        if let Some(prev) = record.previous {
+            self.grace
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(short(&prev.hash), (Arc::clone(&state), prev.until_ms));
+        }
+        self.shard(key)
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, state);
+    }
+
     /// Makes the index match `new`, the key as just committed. `old` is the record it replaced.
-    /// New hashes are inserted before old ones are removed, so a rotation never has a gap.
+    /// New secrets are indexed before old ones are removed, so a rotation never has a gap.
     pub fn apply(&self, old: Option<&KeyRecord>, new: &KeyRecord) -> Result<(), IndexError> {
-        let policy = self.policy_for(new)?;
+        let new = new.as_ref();
+        let policy = self.policy_for(&new)?;
+        let secrets = |r: &KeyRecordRef<'_>| [Some(r.hash), r.previous.map(|p| p.hash)];
+        let old = old.map(KeyRecord::as_ref);
         let existing = old
-            .into_iter()
-            .chain([new])
-            .flat_map(|r| [Some(r.hash), r.previous.map(|p| p.hash)])
+            .iter()
+            .chain([&new])
+            .flat_map(secrets)
             .flatten()
-            .find_map(|h| self.slot_key(&KeyHash(h)));
+            .find_map(|h| self.get(short(&h)).or_else(|| self.grace_get(short(&h))));
         let state = match existing {
             Some(state) => {
                 state.policy.store(Arc::new(policy));
                 state
             }
             None => Arc::new(KeyState {
-                id: KeyId::new(&new.id).ok_or_else(|| IndexError::BadId(new.id.clone()))?,
+                id: KeyId::new(new.id).ok_or_else(|| IndexError::BadId(new.id.to_owned()))?,
                 policy: ArcSwap::from_pointee(policy),
                 requests: Bucket::new(),
                 tokens: Bucket::new(),
                 quota: ArcSwapOption::empty(),
             }),
         };
-        let mut keep: Vec<(KeyHash, i64)> = Vec::with_capacity(2);
-        if new.revoked_at_ms.is_none() {
-            keep.push((KeyHash(new.hash), i64::MAX));
-            if let Some(prev) = new.previous {
-                keep.push((KeyHash(prev.hash), prev.until_ms));
-            }
+        let live = new.revoked_at_ms.is_none();
+        if live {
+            self.put(&new, Arc::clone(&state));
         }
-        for &(hash, until_ms) in &keep {
-            self.shard(&hash)
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(
-                    hash,
-                    Slot {
-                        key: Arc::clone(&state),
-                        until_ms,
-                    },
-                );
-        }
-        let stale = old
-            .into_iter()
-            .flat_map(|r| [Some(r.hash), r.previous.map(|p| p.hash)])
+        let keep: Vec<Short> = if live {
+            secrets(&new)
+                .into_iter()
+                .flatten()
+                .map(|h| short(&h))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for stale in old
+            .iter()
+            .chain([&new])
+            .flat_map(secrets)
             .flatten()
-            .map(KeyHash)
-            .filter(|h| !keep.iter().any(|(k, _)| k == h));
-        for hash in stale {
-            self.shard(&hash)
+            .map(|h| short(&h))
+            .filter(|k| !keep.contains(k))
+        {
+            self.shard(stale)
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(&hash);
+                .remove(&stale);
+            self.grace
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&stale);
+        }
+        // A secret that was current and is now the previous one moved to the grace map.
+        if let Some(prev) = new.previous.filter(|_| live) {
+            let moved = short(&prev.hash);
+            self.shard(moved)
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&moved);
         }
         Ok(())
     }
 
+    fn grace_get(&self, key: Short) -> Option<Arc<KeyState>> {
+        let grace = self.grace.read().unwrap_or_else(|e| e.into_inner());
+        grace.get(&key).map(|(state, _)| Arc::clone(state))
+    }
+
     /// Removes rotated-out secrets whose grace ended before `now_ms`; returns how many.
     pub fn sweep_expired_grace(&self, now_ms: i64) -> usize {
-        let mut removed = 0;
-        for shard in self.shards.iter() {
-            let mut map = shard.write().unwrap_or_else(|e| e.into_inner());
-            let before = map.len();
-            map.retain(|_, slot| slot.until_ms == i64::MAX || slot.until_ms > now_ms);
-            removed += before - map.len();
-        }
-        removed
+        let mut grace = self.grace.write().unwrap_or_else(|e| e.into_inner());
+        let before = grace.len();
+        grace.retain(|_, (_, until)| *until > now_ms);
+        before - grace.len()
     }
 
-    fn slot_key(&self, hash: &KeyHash) -> Option<Arc<KeyState>> {
-        let shard = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
-        shard.get(hash).map(|slot| Arc::clone(&slot.key))
-    }
-
-    fn policy_for(&self, record: &KeyRecord) -> Result<KeyPolicy, IndexError> {
+    fn policy_for(&self, record: &KeyRecordRef<'_>) -> Result<KeyPolicy, IndexError> {
         let bad = |message: String| IndexError::BadPolicy {
-            id: record.id.clone(),
+            id: record.id.to_owned(),
             message,
         };
         let restrictions = if record.allowed_origins.is_empty()
@@ -365,16 +457,21 @@ impl Keyring {
                     .map(|n| crate::policy::parse_net(n))
                     .collect::<Result<_, _>>()
                     .map_err(bad)?,
-                models: record.allowed_models.clone(),
+                models: record
+                    .allowed_models
+                    .iter()
+                    .map(|m| (*m).to_owned())
+                    .collect(),
             }))
         };
+        let limits = Limits::from_record(&record.limits);
         Ok(KeyPolicy {
-            account: self.account(&record.account),
+            account: self.account(record.account),
             scopes: Scopes::from_bits(record.scopes),
             is_active: record.is_active,
-            expires_at_ms: record.expires_at_ms,
+            expires_at_ms: record.expires_at_ms.unwrap_or(i64::MAX),
             restrictions,
-            limits: Limits::from_record(&record.limits),
+            own_limits: (!limits.is_empty()).then(|| Box::new(limits)),
         })
     }
 }

@@ -51,9 +51,9 @@ impl Applicable {
             interval: r.interval,
         };
         Applicable {
-            key_requests: key.limits.rate_limit.or(defaults.rate_limit).map(req),
+            key_requests: key.limits().rate_limit.or(defaults.rate_limit).map(req),
             account_requests: account.rate_limit.map(req),
-            key_tokens: key.limits.token_limit.or(defaults.token_limit).map(tok),
+            key_tokens: key.limits().token_limit.or(defaults.token_limit).map(tok),
             account_tokens: account.token_limit.map(tok),
         }
     }

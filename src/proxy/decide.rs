@@ -95,7 +95,7 @@ pub fn authenticate(
 
 /// The key's own state: expiry, then the active flag.
 pub fn check_status(policy: &KeyPolicy, now_ms: i64) -> Result<(), Denied> {
-    if let Some(at) = policy.expires_at_ms
+    if let Some(at) = policy.expires_at_ms()
         && at <= now_ms
     {
         return Err(Denied::new(
@@ -253,7 +253,7 @@ pub fn check_model(policy: &KeyPolicy, model: Option<&str>) -> Result<(), Denied
 pub fn quotas(key: &KeyState, policy: &KeyPolicy, now_ms: i64) -> Vec<(Layer, QuotaLevel)> {
     let account_limits = policy.account.limits();
     [
-        (Layer::Key, policy.limits.quota, key.quota.load_full()),
+        (Layer::Key, policy.limits().quota, key.quota.load_full()),
         (
             Layer::Account,
             account_limits.quota,

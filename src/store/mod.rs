@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, Durability, ReadableDatabase};
 
 pub use records::{
-    AccountRecord, Actor, AuditRecord, CodecError, GraceRecord, KeyRecord, LimitsRecord,
-    QuotaRecord, RateRecord, Record,
+    AccountRecord, Actor, AuditRecord, CodecError, GraceRecord, KeyRecord, KeyRecordRef,
+    LimitsRecord, QuotaRecord, RateRecord, Record,
 };
 pub use tables::{KeyFilter, KeyPage, ReadTx, WriteTx};
 

@@ -17,7 +17,7 @@ use redb::{
 };
 
 use super::StoreError;
-use super::records::{AccountRecord, Actor, AuditRecord, KeyRecord, Record};
+use super::records::{AccountRecord, Actor, AuditRecord, KeyRecord, KeyRecordRef, Record};
 
 pub(crate) const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 pub(crate) const KEY_HASHES: TableDefinition<[u8; 32], &str> = TableDefinition::new("key_hashes");
@@ -97,6 +97,18 @@ impl ReadTx {
         for entry in self.keys()?.iter().map_err(StoreError::from)? {
             let (_, value) = entry.map_err(StoreError::from)?;
             f(KeyRecord::decode(value.value()).map_err(StoreError::from)?)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every key borrowed in place, oldest first: startup's fast path.
+    pub fn for_each_key_ref<E: From<StoreError>>(
+        &self,
+        mut f: impl FnMut(KeyRecordRef<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for entry in self.keys()?.iter().map_err(StoreError::from)? {
+            let (_, value) = entry.map_err(StoreError::from)?;
+            f(KeyRecordRef::decode(value.value()).map_err(StoreError::from)?)?;
         }
         Ok(())
     }
