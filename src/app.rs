@@ -132,7 +132,16 @@ impl App {
     /// Blocking (it reads the whole key table): call it before the runtime's work starts or
     /// from `spawn_blocking`.
     pub fn open(snapshot: Snapshot, clock: Clock) -> Result<Arc<App>, StartError> {
-        let store = Store::open(&snapshot.server.state_dir)?;
+        Self::open_with(snapshot, clock, None)
+    }
+
+    /// Like [`App::open`], with the database's storage made by `backend` (tests inject faults).
+    pub fn open_with(
+        snapshot: Snapshot,
+        clock: Clock,
+        backend: Option<crate::store::BackendFactory>,
+    ) -> Result<Arc<App>, StartError> {
+        let store = Store::open_with(&snapshot.server.state_dir, backend)?;
         store.write(|tx| crate::usage::store::create_tables(tx.raw()))?;
         let keyring = Keyring::new();
         let meter = Meter::new();

@@ -192,3 +192,132 @@ async fn an_upstream_answer_with_both_lengths_is_read_as_chunked_and_its_connect
         "the ambiguous connection was not reused"
     );
 }
+
+/// Polls `check` every 10 ms until it holds, failing after 10 s.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_leaves_authentication_working_and_usage_catches_up_when_space_returns() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let upstream = FakeUpstream::start().await;
+    let full = Arc::new(AtomicBool::new(false));
+    let config = format!(
+        "{}\n[usage]\nflush_interval = \"100ms\"\n",
+        upstream_config(upstream.addr)
+    );
+    let app = TestApp::start_faulty(&config, Arc::clone(&full)).await;
+    let (id, key) = app.create_key(json!({"name": "k"})).await;
+    let c = client::client();
+    let url = app.url("/v1/chat/completions");
+    let chat = json!({"model": "gpt-4o", "messages": []});
+
+    full.store(true, Ordering::SeqCst);
+    for _ in 0..3 {
+        let a = client::send(&c, post(&url, Some(&key), &chat)).await;
+        assert_eq!(
+            a.status,
+            http::StatusCode::OK,
+            "authentication needs no disk"
+        );
+    }
+    // An admin change cannot be made durable: it is refused whole, and the index is untouched.
+    let (s, err) = app
+        .admin(
+            http::Method::POST,
+            "/api/keys",
+            Some(json!({"name": "while-full"})),
+        )
+        .await;
+    assert_eq!(s, http::StatusCode::INTERNAL_SERVER_ERROR, "{err}");
+    assert_eq!(err["error"]["code"], "internal_error");
+    assert_eq!(app.app.keyring.len(), 1);
+    // Flushes fail and keep the counts in memory; status says what is wrong.
+    let stats = &app.app.flush_stats;
+    eventually("a failed flush", || {
+        stats.failed.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    assert!(!app.app.meter.is_empty());
+    let (s, status) = app.admin(http::Method::GET, "/api/status", None).await;
+    assert_eq!(
+        s,
+        http::StatusCode::OK,
+        "status answers while the store cannot"
+    );
+    assert_eq!(status["store"]["ok"], false, "{status}");
+    assert!(status["usage_flush"]["failing_in_a_row"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        client::send(&c, post(&url, Some(&key), &chat)).await.status,
+        http::StatusCode::OK
+    );
+
+    // Space returns: the next flush reopens the database and writes everything.
+    full.store(false, Ordering::SeqCst);
+    eventually("the flush to recover", || {
+        stats.failing.load(Ordering::SeqCst) == 0 && app.app.meter.is_empty()
+    })
+    .await;
+    let (s, _) = app
+        .admin(
+            http::Method::POST,
+            "/api/keys",
+            Some(json!({"name": "after"})),
+        )
+        .await;
+    assert_eq!(s, http::StatusCode::CREATED);
+    let stored = app
+        .app
+        .store
+        .read(|tx| keygate::usage::store::totals(tx.raw(), &keygate::usage::key_subject(&id)))
+        .unwrap();
+    assert_eq!(
+        stored.counts.requests, 4,
+        "nothing was lost while the disk was full"
+    );
+    let (_, shown) = app
+        .admin(http::Method::GET, &format!("/api/keys/{id}"), None)
+        .await;
+    assert_eq!(shown["usage"]["requests"], 4);
+    let (_, log) = app.admin(http::Method::GET, "/api/audit", None).await;
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["key.create", "key.create"],
+        "the refused change left no trace"
+    );
+}
+
+#[test]
+fn a_corrupt_database_is_refused_at_startup_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let file = state.join("keygate.redb");
+    let garbage: Vec<u8> = (0..64 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &garbage).unwrap();
+    let err = keygate::store::Store::open(&state).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("keygate.redb"), "{message}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        garbage,
+        "the file was not touched"
+    );
+}

@@ -32,10 +32,16 @@ pub async fn audit(ctx: &Ctx, query: &Query) -> Result<AdminResponse, ApiError> 
 
 pub async fn status(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
     let app = &ctx.app;
-    let keys_stored = app
+    // Status must answer when the store cannot (a full disk): it says so instead of failing.
+    let stored = app
         .blocking(|app| app.store.read(|tx| tx.key_count()))
-        .await
-        .map_err(ApiError::from)?;
+        .await;
+    let (keys_stored, store_error) = match stored {
+        Ok(n) => (Some(n), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let stats = &app.flush_stats;
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
     let body = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": app.uptime_ms() / 1000,
@@ -48,6 +54,12 @@ pub async fn status(ctx: &Ctx) -> Result<AdminResponse, ApiError> {
         },
         "accounts": app.keyring.account_count(),
         "requests_served": app.requests_served(),
+        "store": {"ok": store_error.is_none(), "error": store_error},
+        "usage_flush": {
+            "ok": stats.ok.load(relaxed),
+            "failed": stats.failed.load(relaxed),
+            "failing_in_a_row": stats.failing.load(relaxed),
+        },
     });
     Ok(json(StatusCode::OK, &body))
 }

@@ -10,7 +10,9 @@
 mod records;
 mod tables;
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, Durability, ReadableDatabase};
 
@@ -66,10 +68,21 @@ impl_from_redb!(
     redb::CommitError
 );
 
+/// Makes the storage a database lives in: the file itself, or (in tests) a backend that can be
+/// made to fail.
+pub type BackendFactory =
+    Arc<dyn Fn() -> std::io::Result<Box<dyn redb::StorageBackend>> + Send + Sync>;
+
 /// The open database.
+///
+/// After an I/O error redb refuses every further transaction on that handle ("previous I/O
+/// error") until the database is opened again, so the store reopens it: the next transaction
+/// that meets such an error closes the handle and opens the file anew, once. If the reopen
+/// fails too (the disk is still full), the error stands and the next transaction tries again.
 pub struct Store {
     path: PathBuf,
-    db: Database,
+    backend: Option<BackendFactory>,
+    db: RwLock<Option<Database>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -78,28 +91,37 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Whether redb needs a fresh handle after this error.
+fn needs_reopen(e: &redb::Error) -> bool {
+    matches!(
+        e,
+        redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+    )
+}
+
 impl Store {
     /// Opens (or creates) `state_dir/keygate.redb`, creating `state_dir` with mode 0700 if
     /// needed, and makes sure every table exists.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(state_dir, None)
+    }
+
+    /// Like [`Store::open`], with the storage made by `backend` instead of the file.
+    pub fn open_with(
+        state_dir: &Path,
+        backend: Option<BackendFactory>,
+    ) -> Result<Store, StoreError> {
         create_private_dir(state_dir).map_err(|source| StoreError::StateDir {
             path: state_dir.to_owned(),
             source,
         })?;
         let path = state_dir.join("keygate.redb");
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| match source {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::InUse { path: path.clone() }
-                }
-                source => StoreError::Open {
-                    path: path.clone(),
-                    source,
-                },
-            })?;
-        let store = Store { path, db };
+        let db = open_db(&path, backend.as_ref())?;
+        let store = Store {
+            path,
+            backend,
+            db: RwLock::new(Some(db)),
+        };
         store.write(|tx| tx.create_tables())?;
         Ok(store)
     }
@@ -108,12 +130,48 @@ impl Store {
         &self.path
     }
 
+    /// Closes the handle and opens the database again.
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut db = self.db.write().unwrap_or_else(|e| e.into_inner());
+        // The old handle holds the file lock: drop it before opening again.
+        drop(db.take());
+        let fresh = open_db(&self.path, self.backend.as_ref())?;
+        *db = Some(fresh);
+        tracing::warn!(path = %self.path.display(), "database reopened after an I/O error");
+        Ok(())
+    }
+
+    /// Runs `begin` on the current handle; on an error that poisons the handle, reopens and
+    /// runs it once more.
+    fn begin<T>(
+        &self,
+        begin: impl Fn(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let first = {
+            let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+            match db.as_ref() {
+                Some(db) => begin(db),
+                None => Err(redb::Error::DatabaseClosed),
+            }
+        };
+        match first {
+            Err(e) if needs_reopen(&e) => {
+                tracing::error!(error = %e, "database I/O error; reopening");
+                self.reopen()?;
+                let db = self.db.read().unwrap_or_else(|e| e.into_inner());
+                let db = db.as_ref().ok_or(redb::Error::DatabaseClosed)?;
+                Ok(begin(db)?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Runs `f` in a read transaction: a consistent snapshot of the last commit.
     pub fn read<T, E: From<StoreError>>(
         &self,
         f: impl FnOnce(&ReadTx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let txn = self.begin(|db| db.begin_read().map_err(redb::Error::from))?;
         f(&ReadTx::new(txn))
     }
 
@@ -122,7 +180,7 @@ impl Store {
         &self,
         f: impl FnOnce(&mut WriteTx) -> Result<T, E>,
     ) -> Result<T, E> {
-        let mut txn = self.db.begin_write().map_err(StoreError::from)?;
+        let mut txn = self.begin(|db| db.begin_write().map_err(redb::Error::from))?;
         txn.set_durability(Durability::Immediate)
             .map_err(|e| StoreError::Db(e.into()))?;
         let mut tx = WriteTx::new(txn);
@@ -130,6 +188,74 @@ impl Store {
         tx.commit()?;
         Ok(value)
     }
+}
+
+/// A boxed backend, as redb wants a concrete type.
+#[derive(Debug)]
+struct Boxed(Box<dyn redb::StorageBackend>);
+
+impl redb::StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
+    fn try_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_range(s, e)
+    }
+    fn try_lock_shared_range(
+        &self,
+        s: Bound<u64>,
+        e: Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_shared_range(s, e)
+    }
+    fn lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.lock_range(s, e)
+    }
+    fn lock_shared_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.lock_shared_range(s, e)
+    }
+    fn unlock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<(), redb::BackendError> {
+        self.0.unlock_range(s, e)
+    }
+    fn query_lock_range(&self, s: Bound<u64>, e: Bound<u64>) -> Result<bool, redb::BackendError> {
+        self.0.query_lock_range(s, e)
+    }
+}
+
+fn open_db(path: &Path, backend: Option<&BackendFactory>) -> Result<Database, StoreError> {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    let opened = match backend {
+        None => builder.create(path),
+        Some(make) => match make() {
+            Ok(storage) => builder.create_with_backend(Boxed(storage)),
+            Err(e) => Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))),
+        },
+    };
+    opened.map_err(|source| match source {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.to_owned(),
+        },
+        source => StoreError::Open {
+            path: path.to_owned(),
+            source,
+        },
+    })
 }
 
 /// Creates `dir` (and parents) if missing; a directory keygate creates is private to its user.

@@ -8,6 +8,7 @@
 pub mod certs;
 pub mod cli;
 pub mod client;
+pub mod faulty;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -89,6 +90,17 @@ impl TestApp {
         Self::start_in(dir, "", extra, clock).await
     }
 
+    /// Starts keygate on a database whose disk "fills up" while `full` is set.
+    pub async fn start_faulty(
+        extra: &str,
+        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("state/keygate.redb");
+        let backend = faulty::factory(db, full);
+        Self::launch(dir, "", extra, Clock::system(), Some(backend)).await
+    }
+
     /// Starts keygate with `server` lines added to its `[server]` table.
     pub async fn start_with_server(server: &str, extra: &str) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -97,6 +109,16 @@ impl TestApp {
 
     /// Starts keygate in an existing directory (to test persistence across restarts).
     pub async fn start_in(dir: TempDir, server: &str, extra: &str, clock: Clock) -> TestApp {
+        Self::launch(dir, server, extra, clock, None).await
+    }
+
+    async fn launch(
+        dir: TempDir,
+        server: &str,
+        extra: &str,
+        clock: Clock,
+        backend: Option<keygate::store::BackendFactory>,
+    ) -> TestApp {
         let base = dir.path();
         let text = format!(
             "[server]\nstate_dir = \"{state}\"\n{server}\n\n[admin]\nsocket = \"{sock}\"\n\n{extra}\n",
@@ -112,7 +134,7 @@ impl TestApp {
         std::fs::write(&config_path, &text).expect("write config");
         let snapshot = load(&config_path);
         let socket = snapshot.admin.socket.clone();
-        let app = App::open(snapshot, clock).expect("keygate starts");
+        let app = App::open_with(snapshot, clock, backend).expect("keygate starts");
         let data = keygate::net::tcp::bind_all(&app)
             .await
             .expect("bind listeners");
