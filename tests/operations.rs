@@ -6,10 +6,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::client::{self, get, post, send};
+use common::process::{Process, eventually};
 use common::upstream::FakeUpstream;
 use common::{TestApp, admin_call, upstream_config};
 use http::{Method, StatusCode};
@@ -18,25 +17,6 @@ use serde_json::{Value, json};
 
 fn chat() -> Value {
     json!({"model": "gpt-4o", "messages": []})
-}
-
-/// Polls `check` every 10 ms until it returns `Some`, failing after `secs` seconds.
-async fn eventually<T, F: std::future::Future<Output = Option<T>>>(
-    secs: u64,
-    what: &str,
-    check: impl Fn() -> F,
-) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Replaces `path` the way deploy tools do: write a new file beside it, rename it over.
@@ -275,79 +255,6 @@ async fn metrics_count_requests_auth_failures_and_latency() {
         assert!(page.contains(line), "missing {line:?} in\n{page}");
     }
     assert!(!page.contains(&key[6..]), "no secret in metrics");
-}
-
-/// The real binary, started with a config file, for signal tests.
-struct Process {
-    child: Child,
-    socket: std::path::PathBuf,
-}
-
-impl Process {
-    async fn start(dir: &Path, extra: &str) -> Process {
-        let config = dir.join("keygate.toml");
-        let socket = dir.join("admin.sock");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nstate_dir = \"{}\"\nshutdown_grace = \"10s\"\n[admin]\nsocket = \"{}\"\n[[listeners]]\naddr = \"127.0.0.1:{port}\"\n{extra}",
-                dir.join("state").display(),
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("UPSTREAM_KEY", common::UPSTREAM_SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let p = Process { child, socket };
-        let socket = p.socket.clone();
-        eventually(10, "keygate to listen", || {
-            let socket = socket.clone();
-            async move {
-                tokio::net::UnixStream::connect(&socket)
-                    .await
-                    .ok()
-                    .map(|_| ())
-            }
-        })
-        .await;
-        p
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, sig).unwrap();
-    }
-
-    fn url(&self, dir: &Path, path: &str) -> String {
-        let text = std::fs::read_to_string(dir.join("keygate.toml")).unwrap();
-        let addr = text
-            .split("addr = \"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        format!("http://{addr}{path}")
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod faulty;
+pub mod process;
 pub mod upstream;
 
 use std::net::SocketAddr;
