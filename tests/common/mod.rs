@@ -230,12 +230,24 @@ pub async fn admin_call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
+    try_admin_call(socket, method, path, body)
+        .await
+        .unwrap_or_else(|e| panic!("admin call {path}: {e}"))
+}
+
+/// [`admin_call`] that reports a server gone away instead of panicking.
+pub async fn try_admin_call(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value), String> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
-        .expect("connect admin socket");
+        .map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("handshake");
+        .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let req = Request::builder()
@@ -244,14 +256,14 @@ pub async fn admin_call(
         .header("host", "keygate")
         .header("content-type", "application/json")
         .body(Full::new(bytes))
-        .expect("request");
-    let resp = sender.send_request(req).await.expect("admin response");
+        .map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let bytes = resp
         .into_body()
         .collect()
         .await
-        .expect("admin body")
+        .map_err(|e| e.to_string())?
         .to_bytes();
     let value = if bytes.is_empty() {
         Value::Null
@@ -259,5 +271,5 @@ pub async fn admin_call(
         serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
     };
-    (status, value)
+    Ok((status, value))
 }

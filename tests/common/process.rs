@@ -42,6 +42,17 @@ impl Process {
         env: &[(&str, &str)],
         stderr: Stdio,
     ) -> Process {
+        Self::launch(dir, "", extra, env, stderr).await
+    }
+
+    /// Starts it with `server` lines in its `[server]` table, too.
+    pub async fn launch(
+        dir: &Path,
+        server: &str,
+        extra: &str,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Process {
         let config = dir.join("keygate.toml");
         let socket = dir.join("admin.sock");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -52,7 +63,7 @@ impl Process {
         std::fs::write(
             &config,
             format!(
-                "[server]\nstate_dir = \"{}\"\nshutdown_grace = \"10s\"\n[admin]\nsocket = \"{}\"\n[[listeners]]\naddr = \"127.0.0.1:{port}\"\n{extra}",
+                "[server]\nstate_dir = \"{}\"\nshutdown_grace = \"10s\"\n{server}\n[admin]\nsocket = \"{}\"\n[[listeners]]\naddr = \"127.0.0.1:{port}\"\n{extra}",
                 dir.join("state").display(),
                 socket.display()
             ),
