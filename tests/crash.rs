@@ -99,13 +99,14 @@ async fn acknowledged_changes_survive_kill_9_and_usage_loss_stays_within_a_flush
             }
         };
         {
-            let l = ledger.lock().unwrap();
-            let (created, revoked, maybe) = (
-                l.created.clone(),
-                l.revoked.clone(),
-                l.maybe_revoked.clone(),
-            );
-            drop(l);
+            let (created, revoked, maybe) = {
+                let l = ledger.lock().unwrap();
+                (
+                    l.created.clone(),
+                    l.revoked.clone(),
+                    l.maybe_revoked.clone(),
+                )
+            };
             for (id, secret) in &created {
                 let (s, key) =
                     admin_call(&socket, Method::GET, &format!("/api/keys/{id}"), None).await;
