@@ -15,6 +15,9 @@
 //!   (the cases that cannot are listed as such).
 //! - The document uses only schema keywords that this check understands, so a misspelt keyword
 //!   cannot silently weaken it.
+//!
+//! The tests named `bug_*` reproduce keygate bugs found by this check and by schemathesis
+//! (`scripts/schemathesis.sh`); they fail until the server is fixed.
 
 mod common;
 
@@ -229,6 +232,7 @@ fn errors(validator: &jsonschema::Validator, instance: &Value) -> Vec<String> {
 struct Reply {
     status: StatusCode,
     content_type: Option<String>,
+    allow: Option<String>,
     body: Value,
     text: String,
 }
@@ -259,12 +263,14 @@ async fn send(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) ->
             .map(|v: &http::HeaderValue| v.to_str().unwrap_or("").to_owned())
     };
     let content_type = header(http::header::CONTENT_TYPE);
+    let allow = header(http::header::ALLOW);
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
     let text = String::from_utf8_lossy(&bytes).into_owned();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Reply {
         status,
         content_type,
+        allow,
         body,
         text,
     }
@@ -1085,5 +1091,154 @@ async fn every_operation_is_routed_and_no_other_method_is_served() {
                 );
             }
         }
+    }
+}
+
+// ---- keygate bugs found by this check and by schemathesis ------------------------------------
+
+/// RFC 9110 §15.5.6: a 405 answer MUST carry `Allow` with the methods the resource has.
+#[tokio::test]
+async fn bug_405_answers_carry_no_allow_header() {
+    let doc = Doc::load();
+    let app = TestApp::start("").await;
+    let mut wrong = Vec::new();
+    let ops = doc.operations();
+    let paths: BTreeSet<&String> = ops.iter().map(|(_, p)| p).collect();
+    for template in paths {
+        let allowed: BTreeSet<&str> = ops
+            .iter()
+            .filter(|(_, p)| p == template)
+            .map(|(m, _)| m.as_str())
+            .collect();
+        let reply = send(&app.socket, "PUT", &concrete(template), None).await;
+        let allow: BTreeSet<&str> = reply
+            .allow
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect();
+        if reply.status != StatusCode::METHOD_NOT_ALLOWED || allow != allowed {
+            wrong.push(format!(
+                "PUT {template}: {} allow={:?}, expected 405 allow={allowed:?}",
+                reply.status, reply.allow
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// `/metrics` is missing from the router's list of paths that answer 405 to other methods, so
+/// `POST /metrics` says "no such endpoint" (404) while `POST /api/status` says 405.
+#[tokio::test]
+async fn bug_other_methods_on_metrics_answer_404_not_405() {
+    let app = TestApp::start("").await;
+    let reply = send(&app.socket, "POST", "/metrics", None).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "POST /metrics: {}",
+        reply.text
+    );
+}
+
+/// `expires_in` is added to now with a saturating add, and an instant past what a timestamp can
+/// hold (year 9999) is accepted and then shown as `"expires_at": "invalid-timestamp"` in every
+/// key view. It should be refused: 400 `invalid_expires_in`.
+#[tokio::test]
+async fn bug_a_huge_expires_in_is_accepted_and_shown_as_invalid_timestamp() {
+    let app = TestApp::start("").await;
+    let body = json!({"name": "far", "expires_in": "7570319326d"});
+    let reply = send(
+        &app.socket,
+        "POST",
+        "/api/keys",
+        Some(body.to_string().into()),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, reply.body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_expires_in")),
+        "{}",
+        reply.text
+    );
+}
+
+/// A rate limit whose interval is 2^64 ns or more (`213504d` and up) is accepted, and then
+/// limits nothing: `Params::interval_ns` clamps to `u64::MAX` and `now + interval` saturates
+/// (src/limits/bucket.rs), so every `take` succeeds, while `explain` shows the fresh key as
+/// already over its limit. Such an interval should be refused (400 `invalid_rate_limit`), or
+/// enforced. The same holds for `token_limit` and for accounts' limits.
+#[tokio::test]
+async fn bug_a_rate_limit_interval_of_213504_days_or_more_limits_nothing() {
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::start(&upstream_config(upstream.addr)).await;
+    let body = json!({"name": "slow", "rate_limit": {"requests": 1, "interval": "213504d"}});
+    let created = send(
+        &app.socket,
+        "POST",
+        "/api/keys",
+        Some(body.to_string().into()),
+    )
+    .await;
+    if created.status == StatusCode::BAD_REQUEST {
+        assert_eq!(created.body["error"]["code"], "invalid_rate_limit");
+        return;
+    }
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let (id, secret) = (
+        created.body["id"].as_str().unwrap(),
+        created.body["key"].as_str().unwrap(),
+    );
+    let question = json!({"key_id": id, "path": "/v1/chat/completions"});
+    let explained = send(
+        &app.socket,
+        "POST",
+        EXPLAIN,
+        Some(question.to_string().into()),
+    )
+    .await;
+    let http = client::client();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let chat = json!({"model": "gpt-4o", "messages": []});
+        let url = app.url("/v1/chat/completions");
+        let answer = common::client::send(&http, post(&url, Some(secret), &chat)).await;
+        statuses.push(answer.status.as_u16());
+    }
+    assert_eq!(
+        (&explained.body["allowed"], statuses),
+        (&json!(true), vec![200, 429, 429]),
+        "explain on the fresh key: {}",
+        explained.text
+    );
+}
+
+/// The account alphabet allows `.` and `..` as names, but clients remove dot segments from
+/// URLs (RFC 3986 §5.2.4: curl, Python requests, browsers), so `/api/accounts/..` becomes
+/// `/api/` before it is sent, and the server does not decode `%2E%2E` either: such an account
+/// can be created (explicitly, or by a key naming it) but not read, changed or deleted by
+/// ordinary clients. Refuse these names (400 `invalid_name`), or decode percent-encoded path
+/// segments.
+#[tokio::test]
+async fn bug_accounts_named_dot_or_dot_dot_cannot_be_addressed() {
+    let app = TestApp::start("").await;
+    for (name, encoded) in [(".", "%2E"), ("..", "%2E%2E")] {
+        let body = json!({ "name": name });
+        let created = send(&app.socket, "POST", A, Some(body.to_string().into())).await;
+        if created.status == StatusCode::BAD_REQUEST {
+            assert_eq!(created.body["error"]["code"], "invalid_name");
+            continue;
+        }
+        let path = format!("/api/accounts/{encoded}");
+        let read = send(&app.socket, "GET", &path, None).await;
+        assert_eq!(
+            read.status,
+            StatusCode::OK,
+            "account {name:?} was created ({}) but GET {path} answers {}",
+            created.status,
+            read.text
+        );
     }
 }
