@@ -111,6 +111,11 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
+/// Whether `ms` is an instant a timestamp can show (jiff's range: up to the end of year 9999).
+pub fn in_range(ms: i64) -> bool {
+    jiff::Timestamp::from_millisecond(ms).is_ok()
+}
+
 /// Parses an RFC 3339 timestamp into Unix milliseconds.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     s.parse::<jiff::Timestamp>()

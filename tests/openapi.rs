@@ -1094,11 +1094,11 @@ async fn every_operation_is_routed_and_no_other_method_is_served() {
     }
 }
 
-// ---- keygate bugs found by this check and by schemathesis ------------------------------------
+// ---- regressions: keygate bugs found by this check and by schemathesis, now fixed ----
 
 /// RFC 9110 §15.5.6: a 405 answer MUST carry `Allow` with the methods the resource has.
 #[tokio::test]
-async fn bug_405_answers_carry_no_allow_header() {
+async fn regression_405_answers_lacked_an_allow_header() {
     let doc = Doc::load();
     let app = TestApp::start("").await;
     let mut wrong = Vec::new();
@@ -1132,7 +1132,7 @@ async fn bug_405_answers_carry_no_allow_header() {
 /// `/metrics` is missing from the router's list of paths that answer 405 to other methods, so
 /// `POST /metrics` says "no such endpoint" (404) while `POST /api/status` says 405.
 #[tokio::test]
-async fn bug_other_methods_on_metrics_answer_404_not_405() {
+async fn regression_other_methods_on_metrics_answered_404_not_405() {
     let app = TestApp::start("").await;
     let reply = send(&app.socket, "POST", "/metrics", None).await;
     assert_eq!(
@@ -1147,7 +1147,7 @@ async fn bug_other_methods_on_metrics_answer_404_not_405() {
 /// hold (year 9999) is accepted and then shown as `"expires_at": "invalid-timestamp"` in every
 /// key view. It should be refused: 400 `invalid_expires_in`.
 #[tokio::test]
-async fn bug_a_huge_expires_in_is_accepted_and_shown_as_invalid_timestamp() {
+async fn regression_a_huge_expires_in_was_accepted_and_shown_as_invalid_timestamp() {
     let app = TestApp::start("").await;
     let body = json!({"name": "far", "expires_in": "7570319326d"});
     let reply = send(
@@ -1171,7 +1171,7 @@ async fn bug_a_huge_expires_in_is_accepted_and_shown_as_invalid_timestamp() {
 /// already over its limit. Such an interval should be refused (400 `invalid_rate_limit`), or
 /// enforced. The same holds for `token_limit` and for accounts' limits.
 #[tokio::test]
-async fn bug_a_rate_limit_interval_of_213504_days_or_more_limits_nothing() {
+async fn regression_a_rate_limit_interval_of_213504_days_or_more_limited_nothing() {
     let upstream = FakeUpstream::start().await;
     let app = TestApp::start(&upstream_config(upstream.addr)).await;
     let body = json!({"name": "slow", "rate_limit": {"requests": 1, "interval": "213504d"}});
@@ -1222,7 +1222,7 @@ async fn bug_a_rate_limit_interval_of_213504_days_or_more_limits_nothing() {
 /// ordinary clients. Refuse these names (400 `invalid_name`), or decode percent-encoded path
 /// segments.
 #[tokio::test]
-async fn bug_accounts_named_dot_or_dot_dot_cannot_be_addressed() {
+async fn regression_accounts_named_dot_or_dot_dot_could_not_be_addressed() {
     let app = TestApp::start("").await;
     for (name, encoded) in [(".", "%2E"), ("..", "%2E%2E")] {
         let body = json!({ "name": name });

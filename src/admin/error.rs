@@ -27,8 +27,13 @@ pub enum ApiError {
     NotFound { what: &'static str, id: String },
     #[error("no such endpoint: {method} {path}")]
     NoRoute { method: String, path: String },
-    #[error("method {method} is not allowed on {path}")]
-    MethodNotAllowed { method: String, path: String },
+    #[error("method {method} is not allowed on {path} (allowed: {allow})")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        /// The methods the path has, for the `Allow` header.
+        allow: &'static str,
+    },
     /// The change conflicts with current state: 409 with this code.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -195,6 +200,7 @@ mod tests {
                 ApiError::MethodNotAllowed {
                     method: "PUT".into(),
                     path: "/api/keys".into(),
+                    allow: "GET, POST",
                 },
                 405,
                 "method_not_allowed",

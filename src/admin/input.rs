@@ -85,7 +85,9 @@ pub fn name(value: String) -> Result<String, ApiError> {
 
 /// Account names appear in URLs and CLI arguments, so they are kept to a safe alphabet.
 pub fn account_name(field: &str, value: &str) -> Result<String, ApiError> {
+    // Dot-only names are dot segments in a URL: clients remove them before sending.
     let ok = (1..=64).contains(&value.len())
+        && !value.bytes().all(|b| b == b'.')
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'@'));
@@ -165,11 +167,15 @@ pub fn metadata(value: Value) -> Result<String, ApiError> {
 
 fn interval(field: &str, text: &str) -> Result<std::time::Duration, ApiError> {
     match parse_duration(text) {
-        Ok(d) if !d.is_zero() => Ok(d),
-        Ok(_) => Err(ApiError::invalid(
+        Ok(d) if d.is_zero() => Err(ApiError::invalid(
             field,
             format!("{field}: interval must be positive"),
         )),
+        Ok(d) if d > crate::limits::MAX_INTERVAL => Err(ApiError::invalid(
+            field,
+            format!("{field}: interval must be at most 366d; use a quota for longer periods"),
+        )),
+        Ok(d) => Ok(d),
         Err(e) => Err(ApiError::invalid(field, format!("{field}: {e}"))),
     }
 }

@@ -435,7 +435,14 @@ fn take_expiry(f: &mut Fields, now: i64) -> Result<Option<Option<i64>>, ApiError
                 ));
             }
             let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-            Ok(Some(Some(now.saturating_add(ms))))
+            let at = now.saturating_add(ms);
+            if !crate::clock::in_range(at) {
+                return Err(ApiError::invalid(
+                    "expires_in",
+                    "expires_in reaches past the year 9999",
+                ));
+            }
+            Ok(Some(Some(at)))
         }
         (None, None) => Ok(None),
     }

@@ -136,12 +136,22 @@ async fn handle(ctx: Ctx, req: Request<Incoming>, allowed: bool) -> AdminRespons
             resp
         }
         Err(err) => {
+            let allow = match &err {
+                ApiError::MethodNotAllowed { allow, .. } => Some(*allow),
+                _ => None,
+            };
             if err.status().is_server_error() {
                 tracing::error!(%method, %path, error = ?err, "admin request failed");
             } else {
                 tracing::info!(%method, %path, status = err.status().as_u16(), code = %err.code(), "admin request refused");
             }
-            json(err.status(), &err.body())
+            let mut resp = json(err.status(), &err.body());
+            if let Some(allow) = allow {
+                // RFC 9110 §15.5.6: a 405 names the methods the resource has.
+                resp.headers_mut()
+                    .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+            }
+            resp
         }
     }
 }
@@ -151,30 +161,42 @@ async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<AdminResponse, ApiErr
     let method = parts.method.clone();
     let query = Query::parse(parts.uri.query());
     let path = parts.uri.path().to_owned();
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    let not_allowed = || ApiError::MethodNotAllowed {
+    // Segments are percent-decoded, so a name a client had to encode still finds its target.
+    let decoded: Vec<String> = path
+        .trim_end_matches('/')
+        .split('/')
+        .skip(1)
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+    let not_allowed = |allow: &'static str| ApiError::MethodNotAllowed {
         method: method.to_string(),
         path: path.clone(),
+        allow,
     };
     let body = read_body(body).await?;
     match (segments.as_slice(), &method) {
         (["api", "keys"], &Method::GET) => keys::list(&ctx, &query).await,
         (["api", "keys"], &Method::POST) => keys::create(&ctx, &body).await,
-        (["api", "keys"], _) => Err(not_allowed()),
+        (["api", "keys"], _) => Err(not_allowed("GET, POST")),
         (["api", "keys", id], &Method::GET) => keys::get(&ctx, id).await,
         (["api", "keys", id], &Method::PATCH) => keys::update(&ctx, id, &body).await,
         (["api", "keys", id], &Method::DELETE) => keys::revoke(&ctx, id).await,
-        (["api", "keys", _], _) => Err(not_allowed()),
+        (["api", "keys", _], _) => Err(not_allowed("GET, PATCH, DELETE")),
         (["api", "keys", id, "rotate"], &Method::POST) => keys::rotate(&ctx, id, &body).await,
         (["api", "keys", id, "primary"], &Method::POST) => keys::make_primary(&ctx, id).await,
-        (["api", "keys", _, "rotate" | "primary"], _) => Err(not_allowed()),
+        (["api", "keys", _, "rotate" | "primary"], _) => Err(not_allowed("POST")),
         (["api", "accounts"], &Method::GET) => accounts::list(&ctx).await,
         (["api", "accounts"], &Method::POST) => accounts::create(&ctx, &body).await,
-        (["api", "accounts"], _) => Err(not_allowed()),
+        (["api", "accounts"], _) => Err(not_allowed("GET, POST")),
         (["api", "accounts", name], &Method::GET) => accounts::get(&ctx, name).await,
         (["api", "accounts", name], &Method::PATCH) => accounts::update(&ctx, name, &body).await,
         (["api", "accounts", name], &Method::DELETE) => accounts::delete(&ctx, name).await,
-        (["api", "accounts", _], _) => Err(not_allowed()),
+        (["api", "accounts", _], _) => Err(not_allowed("GET, PATCH, DELETE")),
         (["api", "audit"], &Method::GET) => system::audit(&ctx, &query).await,
         (["api", "usage"], &Method::GET) => usage::get(&ctx, &query).await,
         (["api", "explain"], &Method::POST) => explain::explain(&ctx, &body).await,
@@ -182,11 +204,10 @@ async fn route(ctx: Ctx, req: Request<Incoming>) -> Result<AdminResponse, ApiErr
         (["api", "config"], &Method::GET) => system::config(&ctx).await,
         (["api", "config", "reload"], &Method::POST) => system::reload(&ctx).await,
         (["metrics"], &Method::GET) => system::metrics(&ctx).await,
-        (
-            ["api", "audit" | "status" | "config" | "usage" | "explain"]
-            | ["api", "config", "reload"],
-            _,
-        ) => Err(not_allowed()),
+        (["api", "audit" | "status" | "config" | "usage"] | ["metrics"], _) => {
+            Err(not_allowed("GET"))
+        }
+        (["api", "explain"] | ["api", "config", "reload"], _) => Err(not_allowed("POST")),
         _ => Err(ApiError::NoRoute {
             method: method.to_string(),
             path: path.clone(),

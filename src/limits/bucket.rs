@@ -18,8 +18,12 @@ pub struct Params {
 }
 
 impl Params {
+    /// The interval in nanoseconds, at most [`super::MAX_INTERVAL`]: validation refuses longer
+    /// ones, and the clamp keeps `now + interval` far from overflowing (where it would saturate
+    /// and let every take through) whatever an old record holds.
     fn interval_ns(self) -> u64 {
-        u64::try_from(self.interval.as_nanos())
+        let interval = self.interval.min(super::MAX_INTERVAL);
+        u64::try_from(interval.as_nanos())
             .unwrap_or(u64::MAX)
             .max(1)
     }
@@ -269,6 +273,21 @@ mod tests {
             .sum();
         assert!(reserved <= 1000 + 64, "reserved {reserved}");
         assert!(reserved > 1000 - 64, "reserved {reserved}");
+    }
+
+    /// Regression: an interval of 2^64 ns or more saturated `now + interval`, and every take
+    /// succeeded: the limiter failed open.
+    #[test]
+    fn an_enormous_interval_still_limits() {
+        let b = Bucket::new();
+        let p = Params {
+            amount: 1,
+            interval: Duration::from_secs(213_504 * 86_400),
+        };
+        let now = 100 * SEC;
+        assert!(b.take(p, now, 1).is_ok());
+        assert!(b.take(p, now, 1).is_err());
+        assert!(b.take(p, now + 3600 * SEC, 1).is_err());
     }
 
     #[test]

@@ -17,6 +17,10 @@ use crate::config;
 use crate::keyring::{AccountState, KeyPolicy, KeyState};
 use crate::policy::Limits;
 
+/// Longest interval a rate or token limit may have: a year. Longer periods are what quotas are
+/// for, and it keeps every bucket's arithmetic far from overflow.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 86_400);
+
 /// Which layer a bucket belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layer {

@@ -44,7 +44,13 @@ fn count(cx: &mut Ctx<'_, '_>, path: &Path, raw: &Option<i64>) -> Option<u64> {
 
 fn interval(cx: &mut Ctx<'_, '_>, path: &Path, raw: &Option<String>) -> Option<Duration> {
     let value = cx.required(path, raw)?;
-    cx.duration(path, Some(value), Duration::ZERO, NON_ZERO, Duration::MAX)
+    cx.duration(
+        path,
+        Some(value),
+        Duration::ZERO,
+        NON_ZERO,
+        crate::limits::MAX_INTERVAL,
+    )
 }
 
 pub(super) fn keys(cx: &mut Ctx<'_, '_>, raw: &RawKeys) -> Keys {
