@@ -33,7 +33,11 @@ fn rss_kib() -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
 
@@ -111,7 +115,10 @@ fn main() -> anyhow::Result<()> {
             .and_then(|parsed| app.keyring.find(&parsed.hash(), now))
             .is_some()
     };
-    assert!(sample.iter().all(|k| verify(k)), "every sampled key verifies");
+    assert!(
+        sample.iter().all(|k| verify(k)),
+        "every sampled key verifies"
+    );
     let rounds = 100;
     let t = Instant::now();
     let mut found = 0usize;
@@ -132,7 +139,10 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let unknown_ns = t.elapsed().as_nanos() as f64 / (rounds * unknown.len()) as f64;
-    let bad: Vec<String> = sample.iter().map(|k| format!("{}x", &k[..k.len() - 1])).collect();
+    let bad: Vec<String> = sample
+        .iter()
+        .map(|k| format!("{}x", &k[..k.len() - 1]))
+        .collect();
     let t = Instant::now();
     for _ in 0..rounds {
         for k in &bad {
