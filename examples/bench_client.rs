@@ -5,15 +5,16 @@
 //!
 //! ```text
 //! bench_client seq  URL [--h2] [--ca PEM] [--key KEY] [--duration S] [--warmup S]
-//! bench_client rate URL --rate N [same options]
+//! bench_client rate URL --rate N [--conns C] [same options]
 //! bench_client sse  URL [same options]
 //! ```
 //!
 //! - `seq`: one connection, one request after another; latency of each.
 //! - `rate`: N requests a second, sent on schedule whatever the answers do (open loop), paced
-//!   by an OS thread (tokio's timer has a 1 ms grain, too coarse at 5k/s). HTTP/1.1 opens
-//!   connections as needed and reuses idle ones; HTTP/2 multiplexes one connection. Latency
-//!   runs from the moment a request is handed to hyper to its last body byte.
+//!   by an OS thread (tokio's timer has a 1 ms grain, too coarse at 5k/s). HTTP/1.1 spreads
+//!   them over C connections (default 32, opened beforehand), a request waiting for a free one;
+//!   HTTP/2 multiplexes one connection. Latency runs from the moment the runtime picks a
+//!   request up (the wait for a free connection included) to its last body byte.
 //! - `sse`: one connection, streaming requests one after another; the time to the first body
 //!   byte of each, and each event's transit: its arrival here minus the `bench_sent_us` the
 //!   upstream wrote into it (same machine, same clock).
@@ -49,14 +50,16 @@ struct Options {
     duration: Duration,
     warmup: Duration,
     rate: u32,
+    /// HTTP/1.1 connections of a fixed-rate run.
+    conns: usize,
 }
 
 fn parse_args() -> anyhow::Result<Options> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().context("missing MODE (seq, rate or sse)")?;
     let uri: Uri = args.next().context("missing URL")?.parse()?;
-    let (mut h2, mut ca, mut key, mut duration, mut warmup, mut rate) =
-        (false, None, None, 5.0, 1.0, 0);
+    let (mut h2, mut ca, mut key, mut duration, mut warmup, mut rate, mut conns) =
+        (false, None, None, 5.0, 1.0, 0, 32);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -66,6 +69,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--duration" => duration = value()?.parse()?,
             "--warmup" => warmup = value()?.parse()?,
             "--rate" => rate = value()?.parse()?,
+            "--conns" => conns = value()?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -86,6 +90,7 @@ fn parse_args() -> anyhow::Result<Options> {
         duration: Duration::from_secs_f64(duration),
         warmup: Duration::from_secs_f64(warmup),
         rate,
+        conns,
     })
 }
 
@@ -273,11 +278,28 @@ async fn seq(o: &Options) -> anyhow::Result<serde_json::Value> {
     Ok(out)
 }
 
-/// Idle HTTP/1.1 connections, reused last-in first-out so that few stay warm.
-type Idle = Arc<Mutex<Vec<Conn>>>;
+/// The connections of a fixed-rate run: a request waits for a free one (HTTP/1.1), or all share
+/// the one (HTTP/2).
+struct Pool {
+    free: Mutex<Vec<Conn>>,
+    /// One permit per connection in `free`.
+    permits: tokio::sync::Semaphore,
+}
 
 async fn rate(o: Arc<Options>) -> anyhow::Result<serde_json::Value> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, bool)>();
+    let pool = Arc::new(Pool {
+        free: Mutex::new(Vec::new()),
+        permits: tokio::sync::Semaphore::new(0),
+    });
+    // All connections are opened before the first request: opening them on demand lets a
+    // stall turn into a storm of TLS handshakes on two cores.
+    let conns = if o.h2 { 1 } else { o.conns };
+    for _ in 0..conns {
+        let conn = connect(&o).await?;
+        pool.free.lock().unwrap().push(conn);
+        pool.permits.add_permits(1);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
     let period = Duration::from_secs_f64(1.0 / f64::from(o.rate));
     let warm = (o.warmup.as_secs_f64() * f64::from(o.rate)) as u64;
     let total = warm + (o.duration.as_secs_f64() * f64::from(o.rate)) as u64;
@@ -293,60 +315,67 @@ async fn rate(o: Arc<Options>) -> anyhow::Result<serde_json::Value> {
             } else if now - due > Duration::from_millis(1) {
                 pacer_late.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            if tx.send((i, i >= warm)).is_err() {
+            if tx.send(i >= warm).is_err() {
                 return;
             }
         }
     });
-    let shared_h2 = if o.h2 { Some(connect(&o).await?) } else { None };
-    let idle: Idle = Arc::default();
     let samples = Arc::new(Mutex::new(Samples::default()));
     let mut tasks = tokio::task::JoinSet::new();
     let started = Instant::now();
     let mut measured_from = None;
-    while let Some((_, measured)) = rx.recv().await {
+    while let Some(measured) = rx.recv().await {
         if measured && measured_from.is_none() {
             measured_from = Some(Instant::now());
         }
-        let (o, idle, samples, shared) = (
-            Arc::clone(&o),
-            Arc::clone(&idle),
-            Arc::clone(&samples),
-            shared_h2.clone(),
-        );
+        let (o, pool, samples) = (Arc::clone(&o), Arc::clone(&pool), Arc::clone(&samples));
         tasks.spawn(async move {
-            let conn = match shared {
-                Some(conn) => Ok(conn),
-                None => match idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-                    Some(conn) => Ok(conn),
-                    None => Err(()),
-                },
-            };
-            let conn = match conn {
-                Ok(conn) => conn,
-                Err(()) => match connect(&o).await {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        if measured {
-                            samples.lock().unwrap().record(Err(e), Duration::ZERO);
-                        }
-                        return;
-                    }
-                },
-            };
+            // From here on the request is late by the server's fault: waiting for a free
+            // connection counts.
             let t = Instant::now();
+            // HTTP/2 streams share the connection; an HTTP/1.1 request needs one to itself.
+            let permit = if o.h2 {
+                None
+            } else {
+                match pool.permits.acquire().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                }
+            };
+            let conn = {
+                let mut free = pool.free.lock().unwrap();
+                if o.h2 {
+                    free[0].clone()
+                } else {
+                    free.pop().expect("a permit per connection")
+                }
+            };
             let result = match request(&o, BODY) {
                 Ok(req) => exchange(&conn, req).await,
                 Err(e) => Err(e),
             };
             let took = t.elapsed();
-            let reusable = result.is_ok() && !conn.is_closed();
+            let broken = conn.is_closed();
             if measured {
                 samples.lock().unwrap().record(result, took);
             }
-            if reusable && !o.h2 {
-                idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            let conn = if broken {
+                connect(&o).await.ok()
+            } else {
+                Some(conn)
+            };
+            match conn {
+                Some(conn) if !o.h2 => pool.free.lock().unwrap().push(conn),
+                Some(conn) => pool.free.lock().unwrap()[0] = conn,
+                // Could not reconnect: one connection fewer from now on.
+                None => {
+                    if let Some(permit) = permit {
+                        permit.forget();
+                    }
+                    return;
+                }
             }
+            drop(permit);
         });
         // Reap finished tasks as we go, so the set stays small.
         while tasks.try_join_next().is_some() {}
@@ -358,7 +387,7 @@ async fn rate(o: Arc<Options>) -> anyhow::Result<serde_json::Value> {
     out["rps"] = json!(samples.ns.len() as f64 / elapsed.as_secs_f64().max(1e-9));
     out["target_rps"] = json!(o.rate);
     out["late_sends"] = json!(late.load(std::sync::atomic::Ordering::Relaxed));
-    out["connections"] = json!(if o.h2 { 1 } else { idle.lock().unwrap().len() });
+    out["connections"] = json!(conns);
     out["wall_s"] = json!(started.elapsed().as_secs_f64());
     Ok(out)
 }
