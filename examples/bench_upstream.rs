@@ -1,0 +1,169 @@
+//! The fake LLM upstream of the benchmark harness (`bench/run.sh`): as fast as hyper allows, so
+//! that the proxies in front of it are what gets measured.
+//!
+//! - `POST /v1/chat/completions` answers a canned ~300 B `chat.completion` with `usage`.
+//! - The same path with `"stream": true` in the body answers an SSE stream of [`EVENTS`] chunks,
+//!   [`EVENT_GAP`] apart (the first at once), then a usage chunk when
+//!   `stream_options.include_usage` is set, then `data: [DONE]`. Every chunk carries
+//!   `"bench_sent_us"`, the Unix time in µs at which it was written, so a client on the same
+//!   machine can tell how long each event spent on its way (`bench_client sse`).
+//! - Anything else answers 404.
+//!
+//! HTTP/1.1 and HTTP/2 (prior knowledge) on one plain port, `TCP_NODELAY` on every accepted
+//! socket, tokio's multi-threaded runtime. Run it as
+//!
+//! ```sh
+//! cargo run --release --example bench_upstream -- 127.0.0.1:18001
+//! ```
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Either, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Content chunks in a stream, as issue 7 asks.
+const EVENTS: usize = 50;
+/// Pause between chunks: a fast model's token rate.
+const EVENT_GAP: Duration = Duration::from_millis(5);
+
+/// The canned completion (about 300 bytes), with the `usage` that keygate meters.
+const COMPLETION: &str = r#"{"id":"chatcmpl-bench0000000000000001","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":9,"total_tokens":20},"system_fingerprint":"fp_bench"}"#;
+
+type Body = Either<Full<Bytes>, ChannelBody>;
+
+fn main() -> anyhow::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18001".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(&addr).await?;
+        println!("bench_upstream listening on {}", listener.local_addr()?);
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait a little rather than spin.
+                    eprintln!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .await;
+            });
+        }
+    })
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() != Method::POST || req.uri().path() != "/v1/chat/completions" {
+        return Ok(full(StatusCode::NOT_FOUND, "application/json", "{}".into()));
+    }
+    let body = match req.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return Ok(full(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "bad body".into(),
+            ));
+        }
+    };
+    // Only a body that mentions "stream" is parsed: the plain completion stays cheap.
+    if memchr::memmem::find(&body, b"\"stream\"").is_some() {
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if value["stream"] == serde_json::Value::Bool(true) {
+            let usage = value["stream_options"]["include_usage"] == serde_json::Value::Bool(true);
+            return Ok(stream(usage));
+        }
+    }
+    Ok(full(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from_static(COMPLETION.as_bytes()),
+    ))
+}
+
+fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Either::Left(Full::new(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+fn unix_us() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros()
+}
+
+fn stream(usage: bool) -> Response<Body> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        for i in 0..EVENTS {
+            // Paced from the start, so a late wake-up does not push every later event back.
+            // The first goes at once: even a zero sleep waits for the timer's next 1 ms tick.
+            if i > 0 {
+                tokio::time::sleep_until(start + EVENT_GAP * i as u32).await;
+            }
+            let event = format!(
+                "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}],\"bench_sent_us\":{}}}\n\n",
+                unix_us()
+            );
+            if tx.send(Bytes::from(event)).await.is_err() {
+                return;
+            }
+        }
+        let mut tail = String::new();
+        if usage {
+            tail.push_str(&format!(
+                "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{{\"prompt_tokens\":11,\"completion_tokens\":{EVENTS},\"total_tokens\":{}}},\"bench_sent_us\":{}}}\n\n",
+                11 + EVENTS,
+                unix_us()
+            ));
+        }
+        tail.push_str("data: [DONE]\n\n");
+        let _ = tx.send(Bytes::from(tail)).await;
+    });
+    let mut resp = Response::new(Either::Right(ChannelBody(rx)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    resp
+}
+
+/// A response body whose chunks come from a channel, each sent as soon as it is written.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}
