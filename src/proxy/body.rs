@@ -9,6 +9,7 @@
 //! which is where metering and the access log hook in.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -107,13 +108,15 @@ pub struct Relay {
     inner: Incoming,
     /// Longest wait for the next frame.
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Armed the first time the upstream makes us wait: a body that arrives in one go (most
+    /// JSON answers) never pays for a timer.
+    timer: Option<Pin<Box<Sleep>>>,
     /// SSE streams end with an error event on failure; other bodies end with an error.
     sse: bool,
     /// The tap may change the body's length, so the upstream's size is no guide.
     resized: bool,
     style: ErrorStyle,
-    request_id: String,
+    request_id: Arc<str>,
     tap: Option<Box<dyn Tap>>,
     state: RelayState,
 }
@@ -130,13 +133,13 @@ impl Relay {
         sse: bool,
         resized: bool,
         style: ErrorStyle,
-        request_id: String,
+        request_id: Arc<str>,
         tap: Option<Box<dyn Tap>>,
     ) -> Relay {
         Relay {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
             sse,
             resized,
             style,
@@ -206,7 +209,9 @@ impl Relay {
             }
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    self.timer.as_mut().reset(Instant::now() + self.idle);
+                    if let Some(timer) = self.timer.as_mut() {
+                        timer.as_mut().reset(Instant::now() + self.idle);
+                    }
                     let frame = match (frame.into_data(), self.tap.as_mut()) {
                         (Ok(data), Some(tap)) => tap.data(data).map(Frame::data),
                         (Ok(data), None) => Some(Frame::data(data)),
@@ -241,7 +246,11 @@ impl Relay {
                     };
                 }
                 Poll::Pending => {
-                    ready!(self.timer.as_mut().poll(cx));
+                    let idle = self.idle;
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    ready!(timer.as_mut().poll(cx));
                     return self.fail(Code::UpstreamTimeout, "no data within the upstream timeout");
                 }
             }

@@ -14,7 +14,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::body::{StreamEnd, Tap};
-use crate::app::App;
+use super::upstream::UpstreamClient;
+use crate::app::{App, Live};
 use crate::keyring::{KeyPolicy, KeyState};
 use crate::limits::{self, Applicable};
 use crate::usage::Counts;
@@ -23,7 +24,7 @@ use crate::usage::parse::{Format, UsageReader};
 /// What is known about a request when its response starts.
 pub struct Completion {
     pub app: Arc<App>,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub key: Arc<KeyState>,
     pub policy: Arc<KeyPolicy>,
     pub applicable: Applicable,
@@ -34,11 +35,13 @@ pub struct Completion {
     /// Input tokens guessed from the request body's size, if usage never arrives.
     pub input_estimate: u64,
     pub reader: UsageReader,
-    pub route: String,
-    pub upstream: String,
+    /// The config generation the request was served under, for its route's path.
+    pub live: Arc<Live>,
+    pub route_index: usize,
+    pub upstream: Arc<UpstreamClient>,
     pub method: http::Method,
-    pub path: String,
-    pub status: u16,
+    pub uri: http::Uri,
+    pub status: http::StatusCode,
     pub peer: SocketAddr,
     pub started: Instant,
     pub upstream_ms: u64,
@@ -56,7 +59,7 @@ impl Completion {
 
     fn counts(&mut self, outcome: StreamEnd) -> Counts {
         let tokens = self.reader.finish();
-        let failed = outcome == StreamEnd::UpstreamFailed || self.status >= 400;
+        let failed = outcome == StreamEnd::UpstreamFailed || self.status.as_u16() >= 400;
         let mut counts = Counts {
             requests: 1,
             forwarded: 1,
@@ -114,10 +117,16 @@ impl Tap for Completion {
             counters.add_tokens(now_ms, used);
         }
         app.count_request();
-        let status = itoa::Buffer::new().format(self.status).to_owned();
+        let route = self
+            .live
+            .config
+            .routes
+            .get(self.route_index)
+            .map_or("-", |r| r.path.as_str());
+        let upstream = self.upstream.config.name.as_str();
         app.metrics
             .requests
-            .with_label_values(&[self.route.as_str(), status.as_str(), self.upstream.as_str()])
+            .with_label_values(&[route, self.status.as_str(), upstream])
             .inc();
         tracing::info!(
             target: "keygate::access",
@@ -125,11 +134,11 @@ impl Tap for Completion {
             key_id = self.key.id(),
             account = account.name(),
             method = %self.method,
-            path = %self.path,
-            route = %self.route,
-            upstream = %self.upstream,
+            path = %self.uri.path(),
+            route,
+            upstream,
             client = %self.peer,
-            status = self.status,
+            status = self.status.as_u16(),
             upstream_ms = self.upstream_ms,
             input_tokens = counts.input_tokens,
             output_tokens = counts.output_tokens,

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Response, Uri, Version, header, request::Parts};
+use http::{Response, Uri, Version, header, request::Parts};
 
 use super::body::{Relay, RequestBody, ResponseBody};
 use super::complete::Completion;
@@ -18,7 +18,7 @@ use super::decide::Denied;
 use super::error::Code;
 use super::{Admitted, headers};
 use crate::app::{App, Live};
-use crate::config::{AuthStyle, Route, Upstream};
+use crate::config::{Route, Upstream};
 use crate::usage::parse::{Format, UsageReader};
 
 /// One forwarding step's context.
@@ -29,7 +29,7 @@ pub struct Forward<'a> {
     /// The upstream chosen for the request (a preset's, else the route's).
     pub upstream: &'a str,
     pub admitted: &'a Admitted,
-    pub request_id: &'a str,
+    pub request_id: &'a Arc<str>,
     /// The request's `Origin`/`Referer`, already checked against the key.
     pub origin: Option<&'a str>,
     pub started: Instant,
@@ -57,7 +57,9 @@ impl Forward<'_> {
             // keygate read this body and may have rewritten it: hyper sets its real length.
             out_headers.remove(header::CONTENT_LENGTH);
         }
-        set_credential(&mut out_headers, config);
+        if let Some((name, value)) = &upstream.credential {
+            out_headers.insert(name.clone(), value.clone());
+        }
         for (name, value) in &config.headers {
             if !out_headers.contains_key(name) {
                 out_headers.insert(name.clone(), value.clone());
@@ -97,7 +99,7 @@ impl Forward<'_> {
             // on, would cut the client's copy short. An upstream that sends both is confused or
             // hostile: its connection is not used again.
             if resp_parts.headers.remove(header::CONTENT_LENGTH).is_some() {
-                tracing::warn!(upstream = %config.name, request_id = self.request_id,
+                tracing::warn!(upstream = %config.name, request_id = %self.request_id,
                     "upstream sent Content-Length with Transfer-Encoding; dropping the length and the connection");
                 if let Some(connection) = captured.connection_metadata().as_ref() {
                     connection.poison();
@@ -129,7 +131,7 @@ impl Forward<'_> {
         }
         let tap = Completion {
             app: Arc::clone(self.app),
-            request_id: self.request_id.to_owned(),
+            request_id: Arc::clone(self.request_id),
             key: Arc::clone(&admitted.key),
             policy: Arc::clone(&admitted.policy),
             applicable: admitted.applicable,
@@ -137,11 +139,12 @@ impl Forward<'_> {
             tokens_expected: admitted.tokens_expected,
             input_estimate: admitted.input_estimate,
             reader: UsageReader::new(format, drop_usage_chunk),
-            route: self.route.path.clone(),
-            upstream: config.name.clone(),
+            live: Arc::clone(self.live),
+            route_index: self.admitted.route_index,
+            upstream: Arc::clone(upstream),
             method: parts.method,
-            path: parts.uri.path().to_owned(),
-            status: resp_parts.status.as_u16(),
+            uri: parts.uri,
+            status: resp_parts.status,
             peer: self.peer,
             started: self.started,
             upstream_ms,
@@ -152,7 +155,7 @@ impl Forward<'_> {
             format == Format::Sse,
             drop_usage_chunk,
             self.route.errors,
-            self.request_id.to_owned(),
+            Arc::clone(self.request_id),
             Some(Box::new(tap)),
         );
         Ok(Response::from_parts(
@@ -180,24 +183,6 @@ fn join(upstream: &Upstream, original: &Uri) -> Result<Uri, Denied> {
             format!("cannot build the upstream URL: {e}"),
         )
     })
-}
-
-fn set_credential(headers: &mut http::HeaderMap, upstream: &Upstream) {
-    let Some(secret) = &upstream.credential else {
-        return;
-    };
-    let value = match upstream.auth {
-        AuthStyle::Bearer => HeaderValue::from_str(&format!("Bearer {}", secret.expose())),
-        AuthStyle::XApiKey => HeaderValue::from_str(secret.expose()),
-    };
-    // Validation checks that the credential is a valid header value.
-    if let Ok(mut value) = value {
-        value.set_sensitive(true);
-        match upstream.auth {
-            AuthStyle::Bearer => headers.insert(header::AUTHORIZATION, value),
-            AuthStyle::XApiKey => headers.insert("x-api-key", value),
-        };
-    }
 }
 
 /// Maps a client error to the refusal: a body over the limit is 413, a timeout 504, the rest

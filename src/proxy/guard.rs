@@ -27,11 +27,15 @@ pub fn path_is_clean(path: &str) -> bool {
     if !path.starts_with('/') || path.contains('\\') {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|enc| lower.contains(enc))
-    {
+    // Percent-encoded dot, slash, backslash or NUL, in either case; no allocation.
+    let encoded = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0')
+            )
+    });
+    if encoded {
         return false;
     }
     !path

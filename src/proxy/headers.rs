@@ -7,7 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::rfc3339;
 use crate::config::ErrorStyle;
-use crate::limits::{Granted, Level};
+use crate::limits::Granted;
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy ones: never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -60,75 +60,82 @@ pub fn for_upstream(headers: &mut HeaderMap, request_id: &str) {
 /// Rate-limit header names keygate owns: removed from upstream responses before its own are set.
 const OWNED_PREFIXES: [&str; 2] = ["x-ratelimit-", "anthropic-ratelimit-"];
 
+/// The rate-limit header names, made once: `[limit, remaining, reset]` per family and unit.
+const GENERIC: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
+const OPENAI: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("x-ratelimit-limit-requests"),
+        HeaderName::from_static("x-ratelimit-remaining-requests"),
+        HeaderName::from_static("x-ratelimit-reset-requests"),
+    ],
+    [
+        HeaderName::from_static("x-ratelimit-limit-tokens"),
+        HeaderName::from_static("x-ratelimit-remaining-tokens"),
+        HeaderName::from_static("x-ratelimit-reset-tokens"),
+    ],
+];
+const ANTHROPIC: [[HeaderName; 3]; 2] = [
+    [
+        HeaderName::from_static("anthropic-ratelimit-requests-limit"),
+        HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-requests-reset"),
+    ],
+    [
+        HeaderName::from_static("anthropic-ratelimit-tokens-limit"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-remaining"),
+        HeaderName::from_static("anthropic-ratelimit-tokens-reset"),
+    ],
+];
+
 /// Sets the rate-limit headers of SPEC §2 for the levels of `granted`, replacing any of the
 /// same family from the upstream. `now_ms` dates the reset times.
 pub fn rate_limits(headers: &mut HeaderMap, granted: &Granted, style: ErrorStyle, now_ms: i64) {
-    let theirs: Vec<HeaderName> = headers
+    if headers
         .keys()
-        .filter(|k| OWNED_PREFIXES.iter().any(|p| k.as_str().starts_with(p)))
-        .cloned()
-        .collect();
-    for name in theirs {
-        headers.remove(name);
-    }
-    if let Some(level) = granted.requests {
-        set_num(headers, "x-ratelimit-limit", level.limit);
-        set_num(headers, "x-ratelimit-remaining", level.remaining);
-        set_num(
-            headers,
-            "x-ratelimit-reset",
-            reset_unix(now_ms, level.reset),
-        );
-    }
-    for (level, unit) in [(granted.requests, "requests"), (granted.tokens, "tokens")] {
-        let Some(level) = level else { continue };
-        match style {
-            ErrorStyle::OpenAi => openai_dialect(headers, unit, level),
-            ErrorStyle::Anthropic => anthropic_dialect(headers, unit, level, now_ms),
+        .any(|k| OWNED_PREFIXES.iter().any(|p| k.as_str().starts_with(p)))
+    {
+        let theirs: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| OWNED_PREFIXES.iter().any(|p| k.as_str().starts_with(p)))
+            .cloned()
+            .collect();
+        for name in theirs {
+            headers.remove(name);
         }
     }
-}
-
-fn openai_dialect(headers: &mut HeaderMap, unit: &str, level: Level) {
-    set_num(headers, &format!("x-ratelimit-limit-{unit}"), level.limit);
-    set_num(
-        headers,
-        &format!("x-ratelimit-remaining-{unit}"),
-        level.remaining,
-    );
-    set_str(
-        headers,
-        &format!("x-ratelimit-reset-{unit}"),
-        &go_duration(level.reset),
-    );
-}
-
-fn anthropic_dialect(headers: &mut HeaderMap, unit: &str, level: Level, now_ms: i64) {
-    set_num(
-        headers,
-        &format!("anthropic-ratelimit-{unit}-limit"),
-        level.limit,
-    );
-    set_num(
-        headers,
-        &format!("anthropic-ratelimit-{unit}-remaining"),
-        level.remaining,
-    );
-    let at = now_ms.saturating_add(i64::try_from(level.reset.as_millis()).unwrap_or(i64::MAX));
-    set_str(
-        headers,
-        &format!("anthropic-ratelimit-{unit}-reset"),
-        &rfc3339(at),
-    );
+    if let Some(level) = granted.requests {
+        let [limit, remaining, reset] = &GENERIC;
+        headers.insert(limit, HeaderValue::from(level.limit));
+        headers.insert(remaining, HeaderValue::from(level.remaining));
+        headers.insert(reset, HeaderValue::from(reset_unix(now_ms, level.reset)));
+    }
+    for (unit, level) in [granted.requests, granted.tokens].into_iter().enumerate() {
+        let Some(level) = level else { continue };
+        let (names, reset) = match style {
+            ErrorStyle::OpenAi => (&OPENAI[unit], go_duration(level.reset)),
+            ErrorStyle::Anthropic => {
+                let ms = i64::try_from(level.reset.as_millis()).unwrap_or(i64::MAX);
+                (&ANTHROPIC[unit], rfc3339(now_ms.saturating_add(ms)))
+            }
+        };
+        headers.insert(&names[0], HeaderValue::from(level.limit));
+        headers.insert(&names[1], HeaderValue::from(level.remaining));
+        if let Ok(v) = HeaderValue::from_str(&reset) {
+            headers.insert(&names[2], v);
+        }
+    }
 }
 
 /// `retry-after` in whole seconds, rounded up, at least 1.
 pub fn retry_after(headers: &mut HeaderMap, wait: Duration) {
     let secs = wait.as_millis().div_ceil(1000).max(1);
-    set_num(
-        headers,
-        "retry-after",
-        u64::try_from(secs).unwrap_or(u64::MAX),
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
     );
 }
 
@@ -150,19 +157,6 @@ pub fn go_duration(d: Duration) -> String {
         (0, 0) => format!("{s}s"),
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
-    }
-}
-
-fn set_num(headers: &mut HeaderMap, name: &str, value: u64) {
-    set_str(headers, name, itoa::Buffer::new().format(value));
-}
-
-fn set_str(headers: &mut HeaderMap, name: &str, value: &str) {
-    if let (Ok(name), Ok(value)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::from_str(value),
-    ) {
-        headers.insert(name, value);
     }
 }
 
@@ -209,6 +203,7 @@ pub fn preflight(request: &HeaderMap, out: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Level;
 
     fn level(limit: u64, remaining: u64, reset_ms: u64) -> Level {
         Level {

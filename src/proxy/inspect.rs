@@ -1,71 +1,140 @@
 //! Reading a request's JSON body, when keygate must: to route on or check its `model`, to apply
 //! a preset, to reserve its `max_tokens`, or to ask an OpenAI stream for its usage chunk.
 //!
-//! The body is parsed once into a JSON object. Changes (a preset's model and prompt,
-//! `stream_options.include_usage`) mark it changed, and only then is it serialised again;
-//! otherwise the client's bytes go upstream untouched.
+//! Reading is cheap: the body is checked to be one JSON object and only the handful of
+//! top-level fields keygate looks at are picked out, borrowed in place, with the rest skipped
+//! (no tree of values is built for a long `messages` array). Only a request keygate must change
+//! (a preset's model and prompt, `stream_options.include_usage`) is parsed whole, changed and
+//! serialised again; every other body goes upstream as the client's exact bytes. A body naming
+//! one of those fields twice is refused: which copy an upstream would use is anyone's guess, and
+//! a policy check must not read a different one.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Preset;
 
-/// A parsed JSON object body.
+/// The top-level fields keygate reads, borrowed from the body; everything else is skipped.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    model: Option<&'a RawValue>,
+    #[serde(borrow)]
+    assistant_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stream_options: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    max_output_tokens: Option<&'a RawValue>,
+}
+
+/// `stream_options`, for its `include_usage`.
+#[derive(Deserialize)]
+struct StreamOptions<'a> {
+    #[serde(borrow)]
+    include_usage: Option<&'a RawValue>,
+}
+
+/// A string value, or `None` for any other kind of value.
+fn string(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
+        .map(Cow::into_owned)
+}
+
+/// A JSON object body, with the fields keygate reads.
 #[derive(Debug)]
 pub struct JsonBody {
     original: Bytes,
-    object: Map<String, Value>,
-    changed: bool,
+    model: Option<String>,
+    assistant_id: Option<String>,
+    stream: bool,
+    max_tokens: Option<u64>,
+    /// The client asked for the usage chunk itself.
+    include_usage: bool,
+    /// The whole object, once a change needed it.
+    edited: Option<Map<String, Value>>,
 }
 
 impl JsonBody {
-    /// Parses a body that must be one JSON object.
+    /// Reads a body that must be one JSON object.
     pub fn parse(bytes: Bytes) -> Option<JsonBody> {
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(object)) => Some(JsonBody {
-                original: bytes,
-                object,
-                changed: false,
-            }),
-            _ => None,
-        }
+        // Anything but an object (an array, a string, broken JSON) fails here.
+        let peek: Peek<'_> = serde_json::from_slice(&bytes).ok()?;
+        let number = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
+        let include_usage = peek
+            .stream_options
+            .and_then(|r| serde_json::from_str::<StreamOptions<'_>>(r.get()).ok())
+            .and_then(|o| o.include_usage)
+            .is_some_and(|r| r.get() == "true");
+        let body = JsonBody {
+            model: string(peek.model),
+            assistant_id: string(peek.assistant_id),
+            stream: peek.stream.is_some_and(|r| r.get() == "true"),
+            max_tokens: number(peek.max_completion_tokens)
+                .or_else(|| number(peek.max_tokens))
+                .or_else(|| number(peek.max_output_tokens)),
+            include_usage,
+            edited: None,
+            original: bytes,
+        };
+        Some(body)
     }
 
     pub fn model(&self) -> Option<&str> {
-        self.object.get("model").and_then(Value::as_str)
+        self.model.as_deref()
     }
 
     pub fn assistant_id(&self) -> Option<&str> {
-        self.object.get("assistant_id").and_then(Value::as_str)
+        self.assistant_id.as_deref()
     }
 
     pub fn is_stream(&self) -> bool {
-        self.object.get("stream").and_then(Value::as_bool) == Some(true)
+        self.stream
     }
 
-    /// The most output tokens the request allows (`max_tokens` or `max_completion_tokens`).
+    /// The most output tokens the request allows (`max_completion_tokens`, `max_tokens` or
+    /// `max_output_tokens`).
     pub fn max_tokens(&self) -> Option<u64> {
-        ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| self.object.get(*k).and_then(Value::as_u64))
+        self.max_tokens
+    }
+
+    /// The whole object, parsed now if it was not yet, for a change.
+    fn object_mut(&mut self) -> &mut Map<String, Value> {
+        let original = &self.original;
+        self.edited.get_or_insert_with(|| {
+            // `parse` proved the body is one JSON object.
+            match serde_json::from_slice::<Value>(original) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            }
+        })
     }
 
     /// Sets `stream_options.include_usage = true` unless the client already asked for usage.
     /// Returns whether keygate added it (so the extra usage chunk is dropped downstream).
     pub fn request_stream_usage(&mut self) -> bool {
+        if self.include_usage {
+            return false;
+        }
         let options = self
-            .object
+            .object_mut()
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));
         let Value::Object(options) = options else {
             // A non-object stream_options is the client's mistake; let the upstream say so.
             return false;
         };
-        if options.get("include_usage").and_then(Value::as_bool) == Some(true) {
-            return false;
-        }
         options.insert("include_usage".into(), Value::Bool(true));
-        self.changed = true;
+        self.include_usage = true;
         true
     }
 
@@ -73,8 +142,9 @@ impl JsonBody {
     /// `assistant_id`. For Anthropic messages the prompt goes in the `system` field, before
     /// whatever the client put there; for OpenAI chat it is the first `system` message.
     pub fn apply_preset(&mut self, preset: &Preset, anthropic: bool) {
-        self.changed = true;
-        let o = &mut self.object;
+        self.model = Some(preset.model.clone());
+        self.assistant_id = None;
+        let o = self.object_mut();
         o.remove("assistant_id");
         o.insert("model".into(), Value::String(preset.model.clone()));
         if preset.system_prompt.is_empty() {
@@ -110,10 +180,10 @@ impl JsonBody {
 
     /// The bytes to send upstream.
     pub fn into_bytes(self) -> Bytes {
-        if self.changed {
-            Bytes::from(serde_json::to_vec(&Value::Object(self.object)).unwrap_or_default())
-        } else {
-            self.original
+        match self.edited {
+            // Serialising a map of JSON values cannot fail.
+            Some(map) => Bytes::from(serde_json::to_vec(&Value::Object(map)).unwrap_or_default()),
+            None => self.original,
         }
     }
 
@@ -155,6 +225,22 @@ mod tests {
         let raw = Bytes::from_static(b"{ \"model\" : \"x\" }");
         let b = JsonBody::parse(raw.clone()).unwrap();
         assert_eq!(b.into_bytes(), raw);
+    }
+
+    #[test]
+    fn lenient_about_field_types_strict_about_duplicates() {
+        let b = JsonBody::parse(Bytes::from_static(
+            br#"{"model":5,"stream":"yes","max_tokens":-1,"messages":[{"a":[1,{"b":null}]}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            (b.model(), b.is_stream(), b.max_tokens()),
+            (None, false, None)
+        );
+        let escaped = JsonBody::parse(Bytes::from_static(br#"{"model":"gpt\u002d4o"}"#)).unwrap();
+        assert_eq!(escaped.model(), Some("gpt-4o"));
+        // Which "model" would the upstream use? Refused rather than guessed.
+        assert!(JsonBody::parse(Bytes::from_static(br#"{"model":"a","model":"b"}"#)).is_none());
     }
 
     #[test]

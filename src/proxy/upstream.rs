@@ -17,7 +17,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 
 use super::body::RequestBody;
-use crate::config::Upstream;
+use http::{HeaderName, HeaderValue, header};
+
+use crate::config::{AuthStyle, Upstream};
 
 /// Idle pooled connections are closed after this long: shorter than the idle timeouts of
 /// common LLM APIs (about 90 s), so keygate never reuses a connection the far end just closed.
@@ -32,6 +34,27 @@ pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 pub struct UpstreamClient {
     pub config: Arc<Upstream>,
     pub client: HttpClient,
+    /// The credential header every request gets, made once (and marked sensitive).
+    pub credential: Option<(HeaderName, HeaderValue)>,
+}
+
+/// The header that carries `upstream`'s credential in its `auth` style.
+fn credential_header(upstream: &Upstream) -> Option<(HeaderName, HeaderValue)> {
+    let secret = upstream.credential.as_ref()?;
+    let (name, value) = match upstream.auth {
+        AuthStyle::Bearer => (
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {}", secret.expose())),
+        ),
+        AuthStyle::XApiKey => (
+            HeaderName::from_static("x-api-key"),
+            HeaderValue::from_str(secret.expose()),
+        ),
+    };
+    // Validation checks that the credential is a valid header value.
+    let mut value = value.ok()?;
+    value.set_sensitive(true);
+    Some((name, value))
 }
 
 /// Why an upstream's client could not be built (a bad `ca_file`).
@@ -56,6 +79,7 @@ pub fn build_all(
                 Arc::new(UpstreamClient {
                     config: Arc::clone(config),
                     client: old.client.clone(),
+                    credential: credential_header(config),
                 })
             });
         let client = match reused {
@@ -63,6 +87,7 @@ pub fn build_all(
             None => Arc::new(UpstreamClient {
                 config: Arc::clone(config),
                 client: build(config)?,
+                credential: credential_header(config),
             }),
         };
         out.insert(name.clone(), client);

@@ -67,14 +67,25 @@ pub fn flush_and_count(app: &App) -> Result<usize, StoreError> {
     result
 }
 
-/// The flusher: every `usage.flush_interval` until `stop`, then a last flush.
+/// The flusher: every `usage.flush_interval` until `stop`, then a last flush. It ticks on a
+/// fixed schedule (not a sleep after each flush), so the time a flush takes does not stretch
+/// the interval, and with it what a crash can lose.
 pub async fn run(app: Arc<App>, mut stop: watch::Receiver<bool>) {
     let mut last_retention: Option<Instant> = None;
+    let mut period = app.config().usage.flush_interval;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let interval = app.config().usage.flush_interval;
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = ticks.tick() => {}
             _ = crate::net::stopped(&mut stop) => break,
+        }
+        // A reload may have changed the interval.
+        let configured = app.config().usage.flush_interval;
+        if configured != period {
+            period = configured;
+            ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         let due = last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
         let worker = Arc::clone(&app);

@@ -92,7 +92,49 @@ impl Pending {
     }
 }
 
-type Shard = HashMap<String, Pending>;
+/// Unflushed counts, by key id and by account name (not by subject string, so that recording
+/// a request looks its entries up without building a string).
+#[derive(Default)]
+struct Shard {
+    keys: HashMap<Box<str>, Pending>,
+    accounts: HashMap<Box<str>, Pending>,
+}
+
+impl Shard {
+    fn map(&mut self, account: bool) -> &mut HashMap<Box<str>, Pending> {
+        if account {
+            &mut self.accounts
+        } else {
+            &mut self.keys
+        }
+    }
+
+    fn add(
+        &mut self,
+        account: bool,
+        name: &str,
+        hour: i64,
+        counts: Counts,
+        last_used: Option<i64>,
+    ) {
+        let map = self.map(account);
+        let p = match map.get_mut(name) {
+            Some(p) => p,
+            None => map.entry(name.into()).or_default(),
+        };
+        p.add(hour, counts);
+        p.last_used_ms = p.last_used_ms.max(last_used);
+    }
+}
+
+/// Splits a subject into (is an account, name).
+fn split(subject: &str) -> Option<(bool, &str)> {
+    match subject.split_at_checked(2)? {
+        ("k:", name) => Some((false, name)),
+        ("a:", name) => Some((true, name)),
+        _ => None,
+    }
+}
 
 /// The in-memory aggregator.
 pub struct Meter {
@@ -112,8 +154,8 @@ impl Meter {
         }
     }
 
-    fn shard(&self, subject: &str) -> std::sync::MutexGuard<'_, Shard> {
-        let h = subject.bytes().fold(0usize, |h, b| {
+    fn shard(&self, name: &str) -> std::sync::MutexGuard<'_, Shard> {
+        let h = name.bytes().fold(0usize, |h, b| {
             h.wrapping_mul(31).wrapping_add(usize::from(b))
         });
         self.shards[h % SHARDS]
@@ -121,18 +163,13 @@ impl Meter {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, subject: String, hour: i64, counts: Counts, at_ms: i64) {
-        let mut shard = self.shard(&subject);
-        let p = shard.entry(subject).or_default();
-        p.add(hour, counts);
-        p.last_used_ms = p.last_used_ms.max(Some(at_ms));
-    }
-
     /// Records one request of `key_id` (in `account`) at `at_ms`.
     pub fn record(&self, key_id: &str, account: &str, at_ms: i64, counts: Counts) {
         let hour = hour_of(at_ms);
-        self.add(key_subject(key_id), hour, counts, at_ms);
-        self.add(account_subject(account), hour, counts, at_ms);
+        self.shard(key_id)
+            .add(false, key_id, hour, counts, Some(at_ms));
+        self.shard(account)
+            .add(true, account, hour, counts, Some(at_ms));
     }
 
     /// Takes everything unflushed, leaving the meter empty.
@@ -140,7 +177,12 @@ impl Meter {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
-            out.extend(taken.into_iter().map(|(subject, p)| {
+            let keys = taken.keys.into_iter().map(|(n, p)| (key_subject(&n), p));
+            let accounts = taken
+                .accounts
+                .into_iter()
+                .map(|(n, p)| (account_subject(&n), p));
+            out.extend(keys.chain(accounts).map(|(subject, p)| {
                 (
                     subject,
                     SubjectBatch {
@@ -156,26 +198,32 @@ impl Meter {
     /// Puts back a batch whose write failed, merging it with what arrived meanwhile.
     pub fn restore(&self, batch: Vec<(String, SubjectBatch)>) {
         for (subject, sb) in batch {
-            let mut shard = self.shard(&subject);
-            let p = shard.entry(subject).or_default();
+            let Some((account, name)) = split(&subject) else {
+                continue;
+            };
+            let mut shard = self.shard(name);
             for (hour, counts) in sb.hours {
-                p.add(hour, counts);
+                shard.add(account, name, hour, counts, sb.last_used_ms);
             }
-            p.last_used_ms = p.last_used_ms.max(sb.last_used_ms);
         }
     }
 
     /// Whether nothing is waiting to be flushed.
     pub fn is_empty(&self) -> bool {
-        self.shards
-            .iter()
-            .all(|s| s.lock().unwrap_or_else(|e| e.into_inner()).is_empty())
+        self.shards.iter().all(|s| {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            s.keys.is_empty() && s.accounts.is_empty()
+        })
     }
 
     /// The unflushed buckets of `subject`.
     pub fn pending(&self, subject: &str) -> (Vec<(i64, Counts)>, Option<i64>) {
-        self.shard(subject)
-            .get(subject)
+        let Some((account, name)) = split(subject) else {
+            return Default::default();
+        };
+        self.shard(name)
+            .map(account)
+            .get(name)
             .map(|p| (p.hours.clone(), p.last_used_ms))
             .unwrap_or_default()
     }

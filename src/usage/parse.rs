@@ -9,7 +9,8 @@
 //! parsed at the end.
 
 use bytes::{Bytes, BytesMut};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// Longest SSE line kept across frames; a longer line is skipped, not buffered without bound.
 const MAX_LINE: usize = 1024 * 1024;
@@ -32,36 +33,75 @@ impl Tokens {
     /// Responses API (`input_tokens`/`output_tokens`, plus Anthropic's cache tokens, which are
     /// input too). Fields it carries overwrite earlier ones: Anthropic's `message_delta` repeats
     /// the cumulative output count.
-    fn merge(&mut self, usage: &Value) {
-        let field = |k: &str| usage.get(k).and_then(Value::as_u64);
-        let input = field("prompt_tokens")
-            .or_else(|| field("input_tokens"))
+    fn merge(&mut self, usage: &UsageFields<'_>) {
+        let field = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
+        let input = field(usage.prompt_tokens)
+            .or_else(|| field(usage.input_tokens))
             .map(|base| {
-                base + field("cache_creation_input_tokens").unwrap_or(0)
-                    + field("cache_read_input_tokens").unwrap_or(0)
+                base + field(usage.cache_creation_input_tokens).unwrap_or(0)
+                    + field(usage.cache_read_input_tokens).unwrap_or(0)
             });
         if input.is_some() {
             self.input = input;
         }
-        if let Some(output) = field("completion_tokens").or_else(|| field("output_tokens")) {
+        if let Some(output) = field(usage.completion_tokens).or_else(|| field(usage.output_tokens))
+        {
             self.output = Some(output);
         }
     }
 
-    /// Finds `usage` in a response or event object, wherever the format puts it.
-    fn read(&mut self, value: &Value) {
-        for usage in [
-            value.get("usage"),
-            value.get("message").and_then(|m| m.get("usage")),
-            value.get("response").and_then(|r| r.get("usage")),
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|u| u.is_object())
-        {
-            self.merge(usage);
+    /// Finds `usage` in a response or event object, wherever the format puts it: at the top,
+    /// in `message` (Anthropic's `message_start`) or in `response` (the Responses API).
+    /// Returns the object's shape, or `None` when it is not a JSON object.
+    fn read<'a>(&mut self, json: &'a [u8]) -> Option<Envelope<'a>> {
+        let envelope: Envelope<'a> = serde_json::from_slice(json).ok()?;
+        fn nested<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
+            raw.and_then(|r| serde_json::from_str::<Envelope<'a>>(r.get()).ok())
+                .and_then(|e| e.usage)
+                .map(RawValue::get)
         }
+        let found = [
+            envelope.usage.map(RawValue::get),
+            nested(envelope.message),
+            nested(envelope.response),
+        ];
+        for usage in found.into_iter().flatten() {
+            if let Ok(fields) = serde_json::from_str::<UsageFields<'_>>(usage) {
+                self.merge(&fields);
+            }
+        }
+        Some(envelope)
     }
+}
+
+/// Where usage can be, borrowed from a response or an event; everything else is skipped.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: Option<&'a RawValue>,
+}
+
+/// The counts of a `usage` object, read leniently (a field of another type is ignored).
+#[derive(Deserialize)]
+struct UsageFields<'a> {
+    #[serde(borrow)]
+    prompt_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    completion_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    output_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cache_creation_input_tokens: Option<&'a RawValue>,
+    #[serde(borrow)]
+    cache_read_input_tokens: Option<&'a RawValue>,
 }
 
 /// How the body is read.
@@ -200,15 +240,14 @@ impl UsageReader {
             }
             return;
         }
-        let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        let Some(envelope) = self.tokens.read(data) else {
             return;
         };
-        self.tokens.read(&value);
-        let usage_only = value.get("usage").is_some_and(Value::is_object)
-            && value
-                .get("choices")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty);
+        // OpenAI's usage chunk: a usage object and no choices.
+        let usage_only = envelope.usage.is_some_and(|u| u.get().starts_with('{'))
+            && envelope
+                .choices
+                .is_some_and(|c| c.get().trim_start_matches('[').trim_start() == "]");
         if usage_only {
             self.event_is_usage_only = true;
         }
@@ -222,12 +261,16 @@ impl UsageReader {
     /// The usage when the body ended. For JSON it is parsed now.
     pub fn finish(&mut self) -> Tokens {
         if self.format == Format::Json && self.json_len <= MAX_JSON {
-            let mut whole = Vec::with_capacity(self.json_len);
-            for part in self.json.drain(..) {
-                whole.extend_from_slice(&part);
-            }
-            if let Ok(value) = serde_json::from_slice::<Value>(&whole) {
-                self.tokens.read(&value);
+            let parts = std::mem::take(&mut self.json);
+            // Most bodies arrive in one frame: read it where it is.
+            if let [only] = parts.as_slice() {
+                self.tokens.read(only);
+            } else {
+                let mut whole = Vec::with_capacity(self.json_len);
+                for part in &parts {
+                    whole.extend_from_slice(part);
+                }
+                self.tokens.read(&whole);
             }
         }
         self.tokens
