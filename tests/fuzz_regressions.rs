@@ -1,0 +1,159 @@
+//! Bugs the fuzz targets (`fuzz/`) found, each pinned by the input that showed it, through the
+//! public API.
+//!
+//! None is fixed yet, so each test is `#[ignore]`d with the reason and fails when run with
+//! `cargo test --test fuzz_regressions -- --ignored`. Whoever fixes a bug removes its
+//! `#[ignore]` and the matching "known bug" skip in the fuzz target named in the test's doc.
+
+mod common;
+
+use bytes::Bytes;
+use common::client::{self, post, send};
+use common::upstream::FakeUpstream;
+use common::{TestApp, upstream_config};
+use http::StatusCode;
+use keygate::app::App;
+use keygate::clock::Clock;
+use keygate::policy::{OriginPattern, glob_match};
+use keygate::proxy::inspect::JsonBody;
+use serde_json::json;
+
+/// Found by `policy_match` (input `[::1]:8080…`). An IPv6 origin parses to the host `::1`,
+/// which is displayed, and so stored, without its brackets; `OriginPattern::parse("::1")`
+/// then fails, because `host_of` cuts a bare host at its first `:`. `src/policy.rs`:
+/// `OriginPattern`'s `Display` and `host_of`.
+#[test]
+#[ignore = "fuzz finding, not fixed yet: an IPv6 origin pattern does not survive being stored"]
+fn ipv6_origin_pattern_survives_being_stored() {
+    for input in ["http://[::1]:3000", "[2001:db8::1]", "https://[::1]/app"] {
+        let pattern = OriginPattern::parse(input).expect("a valid origin");
+        let stored = keygate::admin::input::origins(vec![input.to_owned()])
+            .expect("the admin API accepts it");
+        assert_eq!(stored, [pattern.to_string()]);
+        assert_eq!(
+            OriginPattern::parse(&stored[0]),
+            Ok(pattern),
+            "{input:?} is stored as {:?}",
+            stored[0]
+        );
+    }
+}
+
+/// The consequence of the bug above, end to end: the admin API accepts an IPv6 origin and
+/// commits the key, the keyring cannot index what was stored (`Keyring::apply`, then
+/// `Keyring::load` at startup, both parse the stored patterns), and the next start fails with
+/// "cannot load keys from the store".
+#[tokio::test]
+#[ignore = "fuzz finding, not fixed yet: a key with an IPv6 origin stops keygate from starting"]
+async fn a_key_with_an_ipv6_origin_does_not_stop_keygate_from_starting() {
+    let upstream = FakeUpstream::start().await;
+    let config = upstream_config(upstream.addr);
+    let app = TestApp::start(&config).await;
+    let (status, body) = app
+        .admin(
+            http::Method::POST,
+            "/api/keys",
+            Some(json!({"name": "v6", "allowed_origins": ["http://[::1]:3000"]})),
+        )
+        .await;
+    let dir = app.stop().await;
+
+    // Today the create answers 500 internal_error after committing the key, and then:
+    let snapshot = common::load(&dir.path().join("keygate.toml"));
+    let reopened = App::open(snapshot, Clock::system());
+    assert!(
+        reopened.is_ok(),
+        "keygate does not start again: {}",
+        reopened.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    drop(reopened);
+    assert_eq!(status, StatusCode::CREATED, "create: {body}");
+    let secret = body["key"].as_str().expect("secret").to_owned();
+    let app = TestApp::start_in(dir, "", &config, Clock::system()).await;
+    let mut request = post(
+        &app.url("/v1/chat/completions"),
+        Some(&secret),
+        &json!({"model": "gpt-4o", "messages": []}),
+    );
+    request
+        .headers_mut()
+        .insert("origin", "http://[::1]:3000".parse().unwrap());
+    assert_eq!(
+        send(&client::client(), request).await.status,
+        StatusCode::OK
+    );
+}
+
+/// Found by `policy_match` (`"gpt-4o*"` on `"gpt-4o*mini"`). `glob_match` tries a literal match
+/// before the wildcard, so a pattern's `*` standing where the text has a `*` is consumed as a
+/// plain character and no longer matches "any run of characters". Fails closed (a model or
+/// route that should match does not). `src/policy.rs`: `glob_match`, the order of its first
+/// two branches.
+#[test]
+#[ignore = "fuzz finding, not fixed yet: a pattern's `*` facing a `*` in the text is no wildcard"]
+fn a_star_matches_a_literal_star_too() {
+    assert!(glob_match("gpt-4o*", "gpt-4o*mini"));
+    assert!(glob_match("*", "*a"));
+    assert!(glob_match("a*", "a*b*c"));
+}
+
+/// Found by `policy_match` (`"?"` on `"é"`). The documentation of `glob_match` says `?`
+/// matches "any one character"; it matches one byte, so `?` does not match `é` and `??` does.
+/// Model names are ASCII in practice: fix the code or the documentation. `src/policy.rs`:
+/// `glob_match`.
+#[test]
+#[ignore = "fuzz finding, not fixed yet: `?` matches one byte, not one character"]
+fn a_question_mark_matches_one_character() {
+    assert!(glob_match("?", "é"));
+    assert!(!glob_match("??", "é"));
+    assert!(glob_match("model-?", "model-β"));
+}
+
+/// Found by `json_body` (a field that came back changed after a rewrite). When keygate
+/// re-serialises a body (a preset, or `stream_options.include_usage` on every OpenAI stream
+/// whose client did not ask for usage), each number goes through serde_json's default float
+/// parser, which is off by one ULP for many 16–17 digit numbers (about 15% of random ones in
+/// [0, 2]); the upstream then gets a different number than the client sent. Integers beyond
+/// u64 are also turned into floats. `src/proxy/inspect.rs`: `JsonBody::parse`/`into_bytes`
+/// (serde_json without its `float_roundtrip` feature, and without `arbitrary_precision`).
+#[test]
+#[ignore = "fuzz finding, not fixed yet: a rewritten body can carry a float one ULP off"]
+fn a_rewritten_body_keeps_the_clients_floats() {
+    let sent = "0.9611757480989835";
+    let body = format!(r#"{{"model":"gpt-4o","stream":true,"messages":[],"top_p":{sent}}}"#);
+    let mut parsed = JsonBody::parse(Bytes::from(body)).expect("a JSON object");
+    assert!(parsed.request_stream_usage());
+    let out = String::from_utf8(parsed.into_bytes().to_vec()).expect("UTF-8");
+    let forwarded = out
+        .split_once("\"top_p\":")
+        .and_then(|(_, rest)| rest.split([',', '}']).next())
+        .expect("top_p is forwarded");
+    // Read both with the standard library's correctly rounded parser, as an upstream would.
+    assert_eq!(
+        forwarded.parse::<f64>().expect("a number"),
+        sent.parse::<f64>().expect("a number"),
+        "the client sent top_p {sent}, the upstream gets {forwarded}"
+    );
+}
+
+/// Found while writing the `usage_reader` target, by reading `Tokens::merge`, and confirmed
+/// through the target (the fuzzer had not reached it in 4 minutes). The upstream's
+/// `input_tokens` and Anthropic's cache token counts are added unchecked: with overflow checks
+/// (debug and fuzz builds) this panics inside the response body; in release it wraps, and
+/// `18446744073709551615 + 1` input tokens are counted as 0 against limits and quotas.
+/// `src/usage/parse.rs`: `Tokens::merge` (and `Counts::tokens`/`merge` in `src/usage/mod.rs`
+/// add input and output the same way).
+#[test]
+#[ignore = "fuzz finding, not fixed yet: huge upstream token counts overflow"]
+fn huge_upstream_token_counts_do_not_overflow() {
+    use keygate::usage::parse::{Format, UsageReader};
+    let event = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":\
+                 {\"input_tokens\":18446744073709551615,\"cache_read_input_tokens\":1}}}\n\n";
+    let mut reader = UsageReader::new(Format::Sse, false);
+    reader.feed(Bytes::from_static(event.as_bytes()));
+    let input = reader.finish().input;
+    assert!(
+        input.is_some_and(|n| n >= 18446744073709551615),
+        "input tokens counted as {input:?}"
+    );
+}
