@@ -58,6 +58,9 @@ impl std::fmt::Display for OriginPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             OriginPattern::Any => f.write_str("*"),
+            // An IPv6 host keeps its brackets, so that what is displayed (and stored) parses
+            // back to the same pattern.
+            OriginPattern::Exact(h) if h.contains(':') => write!(f, "[{h}]"),
             OriginPattern::Exact(h) => f.write_str(h),
             OriginPattern::Subdomains(s) => write!(f, "*{s}"),
         }
@@ -73,7 +76,10 @@ pub fn host_of(value: &str) -> Option<String> {
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
+    let host = if authority.parse::<std::net::Ipv6Addr>().is_ok() {
+        // A bare IPv6 address, as stored before patterns kept their brackets.
+        authority
+    } else if let Some(v6) = authority.strip_prefix('[') {
         v6.split_once(']').map(|(h, _)| h)?
     } else {
         authority.split(':').next().unwrap_or("")
@@ -94,18 +100,31 @@ fn valid_host(host: &str) -> bool {
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of characters (also empty) and
-/// `?` any one character. Linear time: no backtracking blow-up on hostile patterns or input.
+/// `?` any one character; a `*` in the pattern is always a wildcard. At most pattern × text
+/// steps (both are short): no exponential backtracking on hostile patterns or input.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // Model names are short: matching on chars (so `?` is one character, not one byte) costs
+    // two small vectors only when the text is not ASCII.
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    glob_units(&p, &t, '*', '?')
+}
+
+/// The glob matcher over any units: `star` matches any run, `one` any single unit. A `star` in
+/// the pattern is always a wildcard, even facing the same character in the text.
+fn glob_units<T: PartialEq + Copy>(p: &[T], t: &[T], star_unit: T, one: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
+        if pi < p.len() && p[pi] == star_unit {
             star = Some((pi, ti));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == one || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some((sp, st)) = star {
             pi = sp + 1;
             ti = st + 1;
@@ -114,7 +133,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == b'*')
+    p[pi..].iter().all(|&c| c == star_unit)
 }
 
 /// Checks a model glob given by an operator.

@@ -54,12 +54,8 @@ fn check_origin(input: &str, host: &str) {
         return;
     };
     let stored = pattern.to_string();
-    // Known bug (tests/fuzz_regressions.rs, ipv6_origin_pattern_survives_being_stored): a host
-    // with a `:` (IPv6, written in brackets) is stored without its brackets and does not parse
-    // back. Skipped until that is fixed, so the fuzzer can look for other bugs.
-    let known_ipv6_bug = stored.contains(':');
     assert!(
-        known_ipv6_bug || OriginPattern::parse(&stored).as_ref() == Ok(&pattern),
+        OriginPattern::parse(&stored).as_ref() == Ok(&pattern),
         "{input:?} is stored as {stored:?}, which does not load back"
     );
     match &pattern {
@@ -91,16 +87,7 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let (a, b) = text.split_once('\0').unwrap_or((&text, ""));
 
-    // Known bug (tests/fuzz_regressions.rs, a_star_matches_a_literal_star_too): a `*` in the
-    // pattern is first compared literally with a `*` in the text, and is then no wildcard.
-    // Skipped (text with `*` under a pattern with `*`) until fixed, to look for other bugs.
-    let known_star_bug = a.contains('*') && b.contains('*');
-    // Known bug (tests/fuzz_regressions.rs, a_question_mark_matches_one_character): `?` matches
-    // one byte, not one character. Skipped for non-ASCII text under a `?` until fixed.
-    let known_byte_bug = a.contains('?') && !b.is_ascii();
-    if !known_star_bug && !known_byte_bug {
-        assert_eq!(glob_match(a, b), glob_spec(a, b), "glob {a:?} on {b:?}");
-    }
+    assert_eq!(glob_match(a, b), glob_spec(a, b), "glob {a:?} on {b:?}");
     if !a.contains(['*', '?']) {
         assert!(glob_match(a, a), "{a:?} does not match itself");
     }

@@ -10,6 +10,7 @@
 //! a policy check must not read a different one.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -45,6 +46,12 @@ struct StreamOptions<'a> {
 }
 
 /// A string value, or `None` for any other kind of value.
+/// A value keygate puts into a body, as JSON text.
+fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    serde_json::value::to_raw_value(value)
+        .expect("strings, JSON values and lists of raw JSON always serialise")
+}
+
 fn string(raw: Option<&RawValue>) -> Option<String> {
     raw.and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
         .map(Cow::into_owned)
@@ -60,8 +67,10 @@ pub struct JsonBody {
     max_tokens: Option<u64>,
     /// The client asked for the usage chunk itself.
     include_usage: bool,
-    /// The whole object, once a change needed it.
-    edited: Option<Map<String, Value>>,
+    /// The object's members, each still as the client wrote it, once a change needed them.
+    /// Only the members keygate changes are rebuilt, so every other value (a float, an integer
+    /// beyond 64 bits) reaches the upstream byte for byte.
+    edited: Option<BTreeMap<String, Box<RawValue>>>,
 }
 
 impl JsonBody {
@@ -107,16 +116,12 @@ impl JsonBody {
         self.max_tokens
     }
 
-    /// The whole object, parsed now if it was not yet, for a change.
-    fn object_mut(&mut self) -> &mut Map<String, Value> {
+    /// The object's members, split now if they were not yet, for a change.
+    fn object_mut(&mut self) -> &mut BTreeMap<String, Box<RawValue>> {
         let original = &self.original;
-        self.edited.get_or_insert_with(|| {
-            // `parse` proved the body is one JSON object.
-            match serde_json::from_slice::<Value>(original) {
-                Ok(Value::Object(map)) => map,
-                _ => Map::new(),
-            }
-        })
+        // `parse` proved the body is one JSON object.
+        self.edited
+            .get_or_insert_with(|| serde_json::from_slice(original).unwrap_or_default())
     }
 
     /// Sets `stream_options.include_usage = true` unless the client already asked for usage.
@@ -125,15 +130,17 @@ impl JsonBody {
         if self.include_usage {
             return false;
         }
-        let options = self
-            .object_mut()
-            .entry("stream_options")
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(options) = options else {
-            // A non-object stream_options is the client's mistake; let the upstream say so.
-            return false;
+        let members = self.object_mut();
+        let mut options = match members.get("stream_options") {
+            None => Map::new(),
+            Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
+                Ok(Value::Object(options)) => options,
+                // A non-object stream_options is the client's mistake; let the upstream say so.
+                _ => return false,
+            },
         };
         options.insert("include_usage".into(), Value::Bool(true));
+        members.insert("stream_options".into(), raw(&options));
         self.include_usage = true;
         true
     }
@@ -146,35 +153,46 @@ impl JsonBody {
         self.assistant_id = None;
         let o = self.object_mut();
         o.remove("assistant_id");
-        o.insert("model".into(), Value::String(preset.model.clone()));
+        o.insert("model".into(), raw(&preset.model));
         if preset.system_prompt.is_empty() {
             return;
         }
-        let prompt = preset.system_prompt.clone();
+        let prompt = &preset.system_prompt;
         if anthropic {
+            let block = || raw(&serde_json::json!({"type": "text", "text": prompt}));
             let merged = match o.remove("system") {
-                None | Some(Value::Null) => Value::String(prompt),
-                Some(Value::String(s)) if s.is_empty() => Value::String(prompt),
-                Some(Value::String(s)) => Value::String(format!("{prompt}\n\n{s}")),
-                Some(Value::Array(mut blocks)) => {
-                    blocks.insert(0, serde_json::json!({"type": "text", "text": prompt}));
-                    Value::Array(blocks)
-                }
-                // Anything else is the client's mistake: let the upstream say so, prompt first.
-                Some(other) => Value::Array(vec![
-                    serde_json::json!({"type": "text", "text": prompt}),
-                    other,
-                ]),
+                None => raw(prompt),
+                Some(old) => match old.get() {
+                    "null" | "\"\"" => raw(prompt),
+                    text if text.starts_with('"') => match serde_json::from_str::<String>(text) {
+                        Ok(s) => raw(&format!("{prompt}\n\n{s}")),
+                        Err(_) => raw(&[block(), old]),
+                    },
+                    _ => match serde_json::from_str::<Vec<Box<RawValue>>>(old.get()) {
+                        Ok(mut blocks) => {
+                            blocks.insert(0, block());
+                            raw(&blocks)
+                        }
+                        // Anything else is the client's mistake: let the upstream say so,
+                        // prompt first.
+                        Err(_) => raw(&[block(), old]),
+                    },
+                },
             };
             o.insert("system".into(), merged);
         } else {
-            let system = serde_json::json!({"role": "system", "content": prompt});
-            match o.get_mut("messages") {
-                Some(Value::Array(messages)) => messages.insert(0, system),
-                _ => {
-                    o.insert("messages".into(), Value::Array(vec![system]));
+            let system = raw(&serde_json::json!({"role": "system", "content": prompt}));
+            let messages = match o
+                .get("messages")
+                .and_then(|m| serde_json::from_str::<Vec<Box<RawValue>>>(m.get()).ok())
+            {
+                Some(mut messages) => {
+                    messages.insert(0, system);
+                    messages
                 }
-            }
+                None => vec![system],
+            };
+            o.insert("messages".into(), raw(&messages));
         }
     }
 
@@ -182,7 +200,7 @@ impl JsonBody {
     pub fn into_bytes(self) -> Bytes {
         match self.edited {
             // Serialising a map of JSON values cannot fail.
-            Some(map) => Bytes::from(serde_json::to_vec(&Value::Object(map)).unwrap_or_default()),
+            Some(map) => Bytes::from(serde_json::to_vec(&map).unwrap_or_default()),
             None => self.original,
         }
     }

@@ -188,8 +188,8 @@ pub fn seed(
         store.read(|tx| store::period_used(tx.raw(), subject, period, id))?;
     for (hour, counts) in meter.pending(subject).0 {
         if period_id(period, hour * 1000) == id {
-            requests += counts.forwarded;
-            tokens += counts.tokens();
+            requests = requests.saturating_add(counts.forwarded);
+            tokens = tokens.saturating_add(counts.tokens());
         }
     }
     Ok(QuotaCounters::seeded(period, now_ms, requests, tokens))

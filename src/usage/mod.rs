@@ -39,20 +39,22 @@ pub struct Counts {
 
 impl Counts {
     pub fn tokens(&self) -> u64 {
-        self.input_tokens + self.output_tokens
+        self.input_tokens.saturating_add(self.output_tokens)
     }
 }
 
+/// Saturating: an upstream can report any token count, and a counter that wraps would let a key
+/// past its quota.
 impl Add for Counts {
     type Output = Counts;
     fn add(self, o: Counts) -> Counts {
         Counts {
-            requests: self.requests + o.requests,
-            forwarded: self.forwarded + o.forwarded,
-            input_tokens: self.input_tokens + o.input_tokens,
-            output_tokens: self.output_tokens + o.output_tokens,
-            errors: self.errors + o.errors,
-            estimated: self.estimated + o.estimated,
+            requests: self.requests.saturating_add(o.requests),
+            forwarded: self.forwarded.saturating_add(o.forwarded),
+            input_tokens: self.input_tokens.saturating_add(o.input_tokens),
+            output_tokens: self.output_tokens.saturating_add(o.output_tokens),
+            errors: self.errors.saturating_add(o.errors),
+            estimated: self.estimated.saturating_add(o.estimated),
         }
     }
 }

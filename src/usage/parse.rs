@@ -38,8 +38,9 @@ impl Tokens {
         let input = field(usage.prompt_tokens)
             .or_else(|| field(usage.input_tokens))
             .map(|base| {
-                base + field(usage.cache_creation_input_tokens).unwrap_or(0)
-                    + field(usage.cache_read_input_tokens).unwrap_or(0)
+                // Saturating: the numbers are the upstream's, and may be anything.
+                base.saturating_add(field(usage.cache_creation_input_tokens).unwrap_or(0))
+                    .saturating_add(field(usage.cache_read_input_tokens).unwrap_or(0))
             });
         if input.is_some() {
             self.input = input;

@@ -154,7 +154,12 @@ impl QuotaCounters {
 
     pub fn add_tokens(&self, now_ms: i64, tokens: u64) {
         self.roll(now_ms);
-        self.tokens.fetch_add(tokens, Ordering::AcqRel);
+        // Saturating: an upstream's huge count must not wrap the counter back under the quota.
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_add(tokens))
+            });
     }
 }
 

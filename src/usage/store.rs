@@ -88,7 +88,13 @@ pub fn write(txn: &WriteTransaction, batch: &[(String, SubjectBatch)]) -> Result
                     super::quota::period_id(period, ms),
                 );
                 let (r, t) = periods.get(pkey)?.map_or((0, 0), |v| v.value());
-                periods.insert(pkey, (r + counts.forwarded, t + counts.tokens()))?;
+                periods.insert(
+                    pkey,
+                    (
+                        r.saturating_add(counts.forwarded),
+                        t.saturating_add(counts.tokens()),
+                    ),
+                )?;
             }
         }
         let mut total = match totals.get(subject.as_str())? {
