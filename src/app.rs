@@ -131,8 +131,30 @@ impl App {
     /// Opens the store under `snapshot.server.state_dir` and loads every key into memory.
     /// Blocking (it reads the whole key table): call it before the runtime's work starts or
     /// from `spawn_blocking`.
+    ///
+    /// A store that cannot be read (redb may panic on a file altered outside it) is checked
+    /// page by page, and refused with a message that says whether the file is corrupt.
     pub fn open(snapshot: Snapshot, clock: Clock) -> Result<Arc<App>, StartError> {
-        Self::open_with(snapshot, clock, None)
+        let state_dir = snapshot.server.state_dir.clone();
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_with(snapshot, clock, None)
+        }));
+        match opened {
+            Ok(Ok(app)) => Ok(app),
+            Ok(Err(e @ StartError::Store(StoreError::Db(_) | StoreError::Codec(_))))
+            | Ok(Err(e @ StartError::Index(_))) => Err(match crate::store::verify(&state_dir) {
+                Err(corrupt @ StoreError::Corrupt { .. }) => corrupt.into(),
+                _ => e,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(match crate::store::verify(&state_dir) {
+                Err(e) => e.into(),
+                Ok(()) => StartError::Io(format!(
+                    "reading the store in {} failed (see the panic above), though its integrity check passes; please report this",
+                    state_dir.display()
+                )),
+            }),
+        }
     }
 
     /// Like [`App::open`], with the database's storage made by `backend` (tests inject faults).

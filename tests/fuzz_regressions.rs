@@ -145,8 +145,5 @@ fn huge_upstream_token_counts_do_not_overflow() {
     let mut reader = UsageReader::new(Format::Sse, false);
     reader.feed(Bytes::from_static(event.as_bytes()));
     let input = reader.finish().input;
-    assert!(
-        input == Some(u64::MAX),
-        "input tokens counted as {input:?}"
-    );
+    assert!(input == Some(u64::MAX), "input tokens counted as {input:?}");
 }

@@ -321,3 +321,81 @@ fn a_corrupt_database_is_refused_at_startup_and_left_alone() {
         "the file was not touched"
     );
 }
+
+/// A store whose pages were overwritten outside keygate (a bad disk, a stray `dd`): redb's
+/// plain open trusts the file and may panic reading it, so keygate checks it page by page and
+/// refuses it with a message naming it corrupt, leaving every byte as it was.
+#[test]
+fn a_store_with_overwritten_pages_is_refused_as_corrupt_and_left_alone() {
+    use keygate::store::{KeyRecord, LimitsRecord, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let store = Store::open(&state).unwrap();
+    let records: Vec<KeyRecord> = (0..3000)
+        .map(|j| {
+            let new = keygate::keys::generate("sk-kg-").unwrap();
+            KeyRecord {
+                id: keygate::keys::new_id(1_767_225_600_000 + j).unwrap(),
+                account: format!("acct-{}", j % 50),
+                name: format!("key {j}"),
+                hash: new.hash.0,
+                previous: None,
+                key_prefix: new.display,
+                scopes: 3,
+                is_active: true,
+                primary: true,
+                created_at_ms: 1_767_225_600_000 + j,
+                expires_at_ms: None,
+                revoked_at_ms: None,
+                allowed_origins: Vec::new(),
+                allowed_ips: Vec::new(),
+                allowed_models: Vec::new(),
+                limits: LimitsRecord::default(),
+                metadata: "{}".into(),
+            }
+        })
+        .collect();
+    store
+        .write(|tx| {
+            for r in &records {
+                tx.put_key(r, None)?;
+            }
+            Ok::<_, keygate::store::StoreError>(())
+        })
+        .unwrap();
+    drop(store);
+
+    // Overwrite the middle half of the file (the header and its first pages stay intact).
+    let file = state.join("keygate.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let len = bytes.len();
+    for (i, b) in bytes[len / 4..3 * len / 4].iter_mut().enumerate() {
+        *b = ((i as u32).wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+
+    let config = dir.path().join("keygate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nstate_dir = {:?}\n[admin]\nsocket = {:?}\n",
+            state,
+            dir.path().join("admin.sock")
+        ),
+    )
+    .unwrap();
+    let snapshot = common::load(&config);
+    let err = match keygate::app::App::open(snapshot, keygate::clock::Clock::system()) {
+        Ok(_) => panic!("a corrupt store was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("is corrupt") && err.contains("keygate.redb"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&file).unwrap()[len / 4..3 * len / 4],
+        bytes[len / 4..3 * len / 4],
+        "the corrupt pages were left as they were"
+    );
+}

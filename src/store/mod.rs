@@ -40,6 +40,10 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "the database file {path} is corrupt ({detail}); keygate does not replace it: restore it from a backup, or move it away to start with an empty store"
+    )]
+    Corrupt { path: PathBuf, detail: String },
     #[error("cannot open database {path}: {source}")]
     Open {
         path: PathBuf,
@@ -249,15 +253,41 @@ fn open_db(path: &Path, backend: Option<&BackendFactory>) -> Result<Database, St
             Err(e) => Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))),
         },
     };
-    opened.map_err(|source| match source {
+    opened.map_err(|source| open_error(path, source))
+}
+
+fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
+    match source {
         redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
             path: path.to_owned(),
         },
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::Corrupt {
+                path: path.to_owned(),
+                detail,
+            }
+        }
         source => StoreError::Open {
             path: path.to_owned(),
             source,
         },
-    })
+    }
+}
+
+/// Runs redb's integrity check on the database in `state_dir`: every page of the committed
+/// trees against its checksum. A plain open trusts a file that was closed cleanly (and may panic
+/// reading one altered since), so this is what tells a corrupt file from a bug after a failed
+/// start. It reads the whole file; only the allocator state is ever rebuilt, never data.
+pub fn verify(state_dir: &Path) -> Result<(), StoreError> {
+    let path = state_dir.join("keygate.redb");
+    let mut builder = Database::builder();
+    builder
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true);
+    builder
+        .open(&path)
+        .map(drop)
+        .map_err(|source| open_error(&path, source))
 }
 
 /// Creates `dir` (and parents) if missing; a directory keygate creates is private to its user.
