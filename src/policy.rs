@@ -25,7 +25,16 @@ impl OriginPattern {
     /// Parses an operator's pattern. A full origin (`https://app.example.com:8443`) is accepted
     /// and reduced to its host, since that is what operators paste.
     pub fn parse(input: &str) -> Result<OriginPattern, String> {
-        let host = host_of(input.trim()).ok_or_else(|| format!("{input:?} is not a host name"))?;
+        let input = input.trim();
+        if let Ok(v6) = input.parse::<std::net::Ipv6Addr>() {
+            // A bare IPv6 address, as stored before patterns kept their brackets.
+            return Ok(OriginPattern::Exact(v6.to_string()));
+        }
+        let mut host = host_of(input).ok_or_else(|| format!("{input:?} is not a host name"))?;
+        if let Ok(v6) = host.parse::<std::net::Ipv6Addr>() {
+            // One spelling per address (`0:0::1` is `::1`), as browsers send it in `Origin`.
+            host = v6.to_string();
+        }
         if host == "*" {
             return Ok(OriginPattern::Any);
         }
@@ -76,10 +85,7 @@ pub fn host_of(value: &str) -> Option<String> {
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = if authority.parse::<std::net::Ipv6Addr>().is_ok() {
-        // A bare IPv6 address, as stored before patterns kept their brackets.
-        authority
-    } else if let Some(v6) = authority.strip_prefix('[') {
+    let host = if let Some(v6) = authority.strip_prefix('[') {
         v6.split_once(']').map(|(h, _)| h)?
     } else {
         authority.split(':').next().unwrap_or("")

@@ -147,3 +147,49 @@ fn huge_upstream_token_counts_do_not_overflow() {
     let input = reader.finish().input;
     assert!(input == Some(u64::MAX), "input tokens counted as {input:?}");
 }
+
+/// Found by `policy_match` in a second run (input `::/`), after bare IPv6 addresses were taken
+/// for hosts: `host_of` must never return a host with a `:` unless the value bracketed it (an
+/// `Origin` always does). Bare IPv6 patterns, as stored before patterns kept their brackets,
+/// are read by `OriginPattern::parse` instead; every spelling of an address is one pattern.
+#[test]
+fn host_of_never_returns_a_colon_unless_bracketed_and_ipv6_patterns_are_canonical() {
+    use keygate::policy::host_of;
+    assert_eq!(host_of("::/"), None);
+    assert_eq!(host_of("::1"), None);
+    assert_eq!(host_of("http://[::1]:3000").as_deref(), Some("::1"));
+    let canonical = OriginPattern::parse("[::1]").unwrap();
+    for spelling in ["::1", "0:0::1", "[0:0:0:0:0:0:0:1]", "http://[::1]:8080"] {
+        assert_eq!(
+            OriginPattern::parse(spelling),
+            Ok(canonical.clone()),
+            "{spelling}"
+        );
+    }
+    assert!(canonical.matches("::1"));
+}
+
+/// Found by `config_parse` (the input below, a mangled `config.example.toml`): toml reports a
+/// multi-line string used as a key as a duplicate key, and the error named the key as written,
+/// newline included, so one error spanned two lines of output.
+#[test]
+fn a_duplicate_key_error_stays_on_one_line() {
+    let text = r#"[upstreams.anthropic]
+base_url7 = "https://api.anthropic.com"
+auth = "x-api-key"
+headers = {= ude-*", "claude-3-?-sonnet*"]
+
+[presetssupport-bot]
+upstrea: = "anthropic"
+model = "claude-3-5-haiallowed_uids = em_prompt = """You are the support assistant.
+Be brief."""
+"#;
+    let errors = keygate::config::Snapshot::parse_with_env(
+        text,
+        std::path::Path::new("k.toml"),
+        &|_: &str| None,
+    )
+    .expect_err("a duplicate key is an error");
+    let shown = errors.to_string();
+    assert_eq!(shown.lines().count(), errors.len(), "{shown:?}");
+}

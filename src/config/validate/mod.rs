@@ -79,7 +79,12 @@ fn syntax_errors(text: &str, origin: &FsPath, errors: &[toml::de::Error]) -> Con
                     // Name the key: "duplicate key" alone leaves the reader counting columns.
                     if message == "duplicate key" {
                         let key = text.get(span).unwrap_or_default();
-                        message = format!("duplicate key {key}");
+                        // One error, one line: a key with a newline in it is shown escaped.
+                        message = if key.contains(char::is_control) {
+                            format!("duplicate key {}", key.escape_debug())
+                        } else {
+                            format!("duplicate key {key}")
+                        };
                     }
                     (line, col, message)
                 }
