@@ -73,6 +73,7 @@ fi
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+rm -f "$OUT"/sslscan-* "$OUT"/testssl-* "$OUT"/summary.txt "$OUT"/keygate.*
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/keygate-tls-scan.XXXXXX")
 KEYGATE_PID=''
 cleanup() {
@@ -87,14 +88,20 @@ trap cleanup EXIT
 # True when something accepts TCP connections on 127.0.0.1:$1.
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# A loopback port nothing listens on and not in $USED.
+# A loopback port below the ephemeral range (where a scan's thousands of TIME_WAIT sockets
+# cannot be in the way), that no socket uses and not in $USED.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+((EPHEMERAL_LOW > 12000)) || EPHEMERAL_LOW=61000
 USED=' '
 free_port() {
     local port tries
     for ((tries = 0; tries < 200; tries++)); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (EPHEMERAL_LOW - 10000)))
         [[ $USED == *" $port "* ]] && continue
         listening "$port" && continue
+        if command -v ss >/dev/null && [[ -n $(ss -Htan "( sport = :$port )" 2>/dev/null) ]]; then
+            continue
+        fi
         USED+="$port "
         echo "$port"
         return 0
