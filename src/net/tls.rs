@@ -82,3 +82,61 @@ impl ResolvesServerCert for LiveCert {
         self.live.load().certs.get(&self.addr).cloned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Snapshot;
+
+    /// What `scripts/tls-scan.sh` found (docs/tls-scan.md), pinned where CI sees it: every
+    /// TLS 1.2 suite is ECDHE with an AEAD, the groups are X25519, P-256 and P-384, ALPN
+    /// prefers h2, there is no 0-RTT, and TLS 1.2 sessions resume by ID from the server's
+    /// cache rather than by stateless tickets. (TLS 1.2 and 1.3 only is checked end to end by
+    /// tests/tls.rs.)
+    #[test]
+    fn server_config_offers_only_aead_suites_with_forward_secrecy() {
+        let live = Live::build(Snapshot::builtin(), None).expect("built-in config");
+        let live = Arc::new(ArcSwap::from_pointee(live));
+        let addr = "127.0.0.1:8443".parse().expect("address");
+        let config = server_config(LiveCert::new(live, addr)).expect("server config");
+
+        let suites: Vec<String> = config
+            .crypto_provider()
+            .cipher_suites
+            .iter()
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(
+            suites,
+            [
+                "TLS13_AES_256_GCM_SHA384",
+                "TLS13_AES_128_GCM_SHA256",
+                "TLS13_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+            ]
+        );
+        let groups: Vec<String> = config
+            .crypto_provider()
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
+        assert_eq!(groups, ["X25519", "secp256r1", "secp384r1"]);
+
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert_eq!(config.max_early_data_size, 0, "no 0-RTT");
+        assert!(!config.ticketer.enabled(), "no stateless TLS 1.2 tickets");
+        assert!(
+            !config.ignore_client_order,
+            "the client picks among equally strong suites"
+        );
+    }
+}
