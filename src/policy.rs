@@ -30,10 +30,14 @@ impl OriginPattern {
             // A bare IPv6 address, as stored before patterns kept their brackets.
             return Ok(OriginPattern::Exact(v6.to_string()));
         }
-        let mut host = host_of(input).ok_or_else(|| format!("{input:?} is not a host name"))?;
-        if let Ok(v6) = host.parse::<std::net::Ipv6Addr>() {
-            // One spelling per address (`0:0::1` is `::1`), as browsers send it in `Origin`.
-            host = v6.to_string();
+        let host = host_of(input).ok_or_else(|| format!("{input:?} is not a host name"))?;
+        if host.contains(':') {
+            // Only an IPv6 address has a colon in its host: one spelling per address (`0:0::1`
+            // is `::1`), as browsers send it in `Origin`; no wildcards.
+            return match host.parse::<std::net::Ipv6Addr>() {
+                Ok(v6) => Ok(OriginPattern::Exact(v6.to_string())),
+                Err(_) => Err(format!("{input:?} is not a host name or IPv6 address")),
+            };
         }
         if host == "*" {
             return Ok(OriginPattern::Any);
@@ -101,7 +105,7 @@ fn valid_host(host: &str) -> bool {
                 && label.len() <= 63
                 && label
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b':')
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 

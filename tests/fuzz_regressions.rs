@@ -193,3 +193,22 @@ Be brief."""
     let shown = errors.to_string();
     assert_eq!(shown.lines().count(), errors.len(), "{shown:?}");
 }
+
+/// Found by `policy_match` (`[*.9::9:9:9:9:83]`): a bracketed host with a wildcard was taken
+/// for a subdomain pattern whose stored form did not load back. A host with a colon is an IPv6
+/// address or nothing.
+#[test]
+fn a_bracketed_host_is_an_ipv6_address_or_refused() {
+    assert!(OriginPattern::parse("[*.9::9:9:9:9:83]").is_err());
+    assert!(OriginPattern::parse("[a:b:c]").is_err());
+    assert!(OriginPattern::parse("http://[::ffff:1.2.3.4]:80").is_ok());
+}
+
+/// Found by `json_body` (a body with the byte 0xA9 inside a nested key): serde_json does not
+/// check the UTF-8 of strings it skips, so a body that is not JSON text was accepted and sent
+/// upstream. It is refused like any other body that is not one JSON object.
+#[test]
+fn a_body_that_is_not_utf8_is_not_json() {
+    let body = b"{\"model\":\"gpt-4o\",\"messages\":[{\"r\xa9ole\":\"user\"}]}".to_vec();
+    assert!(JsonBody::parse(Bytes::from(body)).is_none());
+}

@@ -76,8 +76,10 @@ pub struct JsonBody {
 impl JsonBody {
     /// Reads a body that must be one JSON object.
     pub fn parse(bytes: Bytes) -> Option<JsonBody> {
+        // JSON is UTF-8, and serde_json does not check the strings it skips: check it all here.
+        let text = std::str::from_utf8(&bytes).ok()?;
         // Anything but an object (an array, a string, broken JSON) fails here.
-        let peek: Peek<'_> = serde_json::from_slice(&bytes).ok()?;
+        let peek: Peek<'_> = serde_json::from_str(text).ok()?;
         let number = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
         let include_usage = peek
             .stream_options
