@@ -212,3 +212,14 @@ fn a_body_that_is_not_utf8_is_not_json() {
     let body = b"{\"model\":\"gpt-4o\",\"messages\":[{\"r\xa9ole\":\"user\"}]}".to_vec();
     assert!(JsonBody::parse(Bytes::from(body)).is_none());
 }
+
+/// Found by `json_body` (`"stream_options":"yes"` on a stream): keygate left the odd
+/// `stream_options` alone, as meant, but had already split the body for the edit, so the body
+/// went upstream re-serialised (its members reordered) rather than byte for byte.
+#[test]
+fn an_odd_stream_options_leaves_the_body_as_sent() {
+    let sent = Bytes::from_static(br#"{"model":"gpt-4o","stueam":true,"stream_options":"yes"}"#);
+    let mut parsed = JsonBody::parse(sent.clone()).expect("a JSON object");
+    assert!(!parsed.request_stream_usage());
+    assert_eq!(parsed.into_bytes(), sent);
+}

@@ -67,6 +67,8 @@ pub struct JsonBody {
     max_tokens: Option<u64>,
     /// The client asked for the usage chunk itself.
     include_usage: bool,
+    /// The client sent a `stream_options` that is not an object (keygate leaves it alone).
+    odd_stream_options: bool,
     /// The object's members, each still as the client wrote it, once a change needed them.
     /// Only the members keygate changes are rebuilt, so every other value (a float, an integer
     /// beyond 64 bits) reaches the upstream byte for byte.
@@ -94,6 +96,9 @@ impl JsonBody {
                 .or_else(|| number(peek.max_tokens))
                 .or_else(|| number(peek.max_output_tokens)),
             include_usage,
+            odd_stream_options: peek
+                .stream_options
+                .is_some_and(|r| !r.get().starts_with('{')),
             edited: None,
             original: bytes,
         };
@@ -129,7 +134,9 @@ impl JsonBody {
     /// Sets `stream_options.include_usage = true` unless the client already asked for usage.
     /// Returns whether keygate added it (so the extra usage chunk is dropped downstream).
     pub fn request_stream_usage(&mut self) -> bool {
-        if self.include_usage {
+        // A non-object stream_options is the client's mistake; let the upstream say so, with
+        // the body as sent.
+        if self.include_usage || self.odd_stream_options {
             return false;
         }
         let members = self.object_mut();
@@ -137,8 +144,8 @@ impl JsonBody {
             None => Map::new(),
             Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
                 Ok(Value::Object(options)) => options,
-                // A non-object stream_options is the client's mistake; let the upstream say so.
-                _ => return false,
+                // `parse` saw an object here.
+                _ => Map::new(),
             },
         };
         options.insert("include_usage".into(), Value::Bool(true));
