@@ -354,6 +354,34 @@ async fn routes_scopes_and_models_are_checked_in_order() {
         "invalid_request",
         "invalid_request_error",
     );
+    // A JSON body whose model keygate cannot read (none, not a string, a lone surrogate) is
+    // refused for a key limited to models: the upstream might pick a default.
+    for body in [
+        json!({"messages": []}),
+        json!({"model": ["gpt-4o-mini"], "messages": []}),
+    ] {
+        assert_error(
+            &send(&c, post(&url, Some(&gpt_key), &body)).await,
+            403,
+            "model_not_allowed",
+            "permission_error",
+        );
+    }
+    let surrogate = request(
+        "POST",
+        &url,
+        &[
+            ("authorization", &format!("Bearer {gpt_key}")),
+            ("content-type", "application/json"),
+        ],
+        r#"{"model":"gpt-4o-mini\udd80","messages":[]}"#,
+    );
+    assert_error(
+        &send(&c, surrogate).await,
+        403,
+        "model_not_allowed",
+        "permission_error",
+    );
 }
 
 #[tokio::test]

@@ -116,7 +116,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let Some(Value::Object(sent)) = reference else {
-        panic!("a body that is not one JSON object was accepted");
+        // serde_json's `Value` refuses a lone surrogate escape (`"\udd80"`), which the JSON
+        // grammar allows; keygate forwards such a body as sent (and reads no string from it).
+        let why = serde_json::from_slice::<Value>(body)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            why.contains("surrogate"),
+            "a body that is not one JSON object was accepted"
+        );
+        assert_eq!(parsed.into_bytes(), original);
+        return;
     };
     assert_eq!(parsed.len(), body.len());
     assert_eq!(parsed.model(), sent.get("model").and_then(Value::as_str));

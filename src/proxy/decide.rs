@@ -223,9 +223,9 @@ pub fn check_scope(policy: &KeyPolicy, route: &Route) -> Result<(), Denied> {
     ))
 }
 
-/// The body's `model` against the key's `allowed_models`. A key with a model list refuses a
-/// request that names no model only when the body was JSON without one; requests without a
-/// body (GET /v1/models) pass.
+/// The body's `model` against the key's `allowed_models`. No model passes here: requests
+/// without a body (GET /v1/models) are fine, and the proxy refuses a JSON body without a
+/// readable model for such a key before routing.
 pub fn check_model(policy: &KeyPolicy, model: Option<&str>) -> Result<(), Denied> {
     let Some(r) = policy
         .restrictions

@@ -240,6 +240,19 @@ async fn serve(
         Some(Payload::Json(json)) => Some(json),
         _ => None,
     };
+    // A key limited to models sends a JSON body only with a model keygate can read: without
+    // one (or with a number, or a string that does not decode) the upstream might pick a
+    // default. Requests without a body (GET /v1/models) pass.
+    if let Some(json) = json
+        && decide::restricts_models(&policy)
+        && json.model().is_none()
+        && json.assistant_id().is_none()
+    {
+        return Err(with_key(Denied::new(
+            Code::ModelNotAllowed,
+            "the body names no model as a string, and this key is limited to models",
+        )));
+    }
     let routed = pipeline::route_request(
         config,
         &live.route_order,
