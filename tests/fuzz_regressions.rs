@@ -223,3 +223,23 @@ fn an_odd_stream_options_leaves_the_body_as_sent() {
     assert!(!parsed.request_stream_usage());
     assert_eq!(parsed.into_bytes(), sent);
 }
+
+/// Checked while fixing the lone-surrogate finding: a lone surrogate escape in a member *name*
+/// is refused by `parse` (names are decoded), so every body `parse` accepts can be split into
+/// members for a rewrite; only values are passed on undecoded.
+#[test]
+fn a_lone_surrogate_in_a_member_name_is_refused() {
+    let sent = Bytes::from_static(br#"{"a\udd80":1,"model":"gpt-4o","messages":[]}"#);
+    assert!(JsonBody::parse(sent).is_none());
+    let value = Bytes::from_static(br#"{"a":"\udd80","model":"gpt-4o","messages":[]}"#);
+    let mut parsed = JsonBody::parse(value).expect("JSON grammar allows the escape");
+    let preset = keygate::config::Preset {
+        id: "p".into(),
+        upstream: "up".into(),
+        model: "gpt-4o-mini".into(),
+        system_prompt: "Be brief.".into(),
+    };
+    assert!(parsed.apply_preset(&preset, false));
+    let out = String::from_utf8(parsed.into_bytes().to_vec()).expect("UTF-8");
+    assert!(out.contains(r#""a":"\udd80""#), "{out}");
+}

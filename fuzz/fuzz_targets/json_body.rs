@@ -146,7 +146,10 @@ fuzz_target!(|data: &[u8]| {
         added_usage = parsed.request_stream_usage();
     }
     if let Some(preset) = &preset {
-        parsed.apply_preset(preset, anthropic);
+        assert!(
+            parsed.apply_preset(preset, anthropic),
+            "a JSON object could not be rewritten"
+        );
     }
     if ask_usage && !usage_first {
         added_usage = parsed.request_stream_usage();

@@ -123,12 +123,14 @@ impl JsonBody {
         self.max_tokens
     }
 
-    /// The object's members, split now if they were not yet, for a change.
-    fn object_mut(&mut self) -> &mut BTreeMap<String, Box<RawValue>> {
-        let original = &self.original;
-        // `parse` proved the body is one JSON object.
-        self.edited
-            .get_or_insert_with(|| serde_json::from_slice(original).unwrap_or_default())
+    /// The object's members, split now if they were not yet, for a change. `None` if a
+    /// member's name does not decode; `parse` refuses such bodies, so this only keeps a failed
+    /// split from ever sending an emptied body.
+    fn object_mut(&mut self) -> Option<&mut BTreeMap<String, Box<RawValue>>> {
+        if self.edited.is_none() {
+            self.edited = Some(serde_json::from_slice(&self.original).ok()?);
+        }
+        self.edited.as_mut()
     }
 
     /// Sets `stream_options.include_usage = true` unless the client already asked for usage.
@@ -139,7 +141,9 @@ impl JsonBody {
         if self.include_usage || self.odd_stream_options {
             return false;
         }
-        let members = self.object_mut();
+        let Some(members) = self.object_mut() else {
+            return false;
+        };
         let mut options = match members.get("stream_options") {
             None => Map::new(),
             Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
@@ -157,52 +161,22 @@ impl JsonBody {
     /// Serves the request with `preset`: its model, its system prompt first, no
     /// `assistant_id`. For Anthropic messages the prompt goes in the `system` field, before
     /// whatever the client put there; for OpenAI chat it is the first `system` message.
-    pub fn apply_preset(&mut self, preset: &Preset, anthropic: bool) {
-        self.model = Some(preset.model.clone());
-        self.assistant_id = None;
-        let o = self.object_mut();
+    ///
+    /// Returns false, changing nothing, when the body cannot be taken apart (a member's name
+    /// does not decode); the request must then be refused rather than sent without the preset.
+    #[must_use]
+    pub fn apply_preset(&mut self, preset: &Preset, anthropic: bool) -> bool {
+        let Some(o) = self.object_mut() else {
+            return false;
+        };
         o.remove("assistant_id");
         o.insert("model".into(), raw(&preset.model));
-        if preset.system_prompt.is_empty() {
-            return;
+        if !preset.system_prompt.is_empty() {
+            prepend_prompt(o, &preset.system_prompt, anthropic);
         }
-        let prompt = &preset.system_prompt;
-        if anthropic {
-            let block = || raw(&serde_json::json!({"type": "text", "text": prompt}));
-            let merged = match o.remove("system") {
-                None => raw(prompt),
-                Some(old) => match old.get() {
-                    "null" | "\"\"" => raw(prompt),
-                    text if text.starts_with('"') => match serde_json::from_str::<String>(text) {
-                        Ok(s) => raw(&format!("{prompt}\n\n{s}")),
-                        Err(_) => raw(&[block(), old]),
-                    },
-                    _ => match serde_json::from_str::<Vec<Box<RawValue>>>(old.get()) {
-                        Ok(mut blocks) => {
-                            blocks.insert(0, block());
-                            raw(&blocks)
-                        }
-                        // Anything else is the client's mistake: let the upstream say so,
-                        // prompt first.
-                        Err(_) => raw(&[block(), old]),
-                    },
-                },
-            };
-            o.insert("system".into(), merged);
-        } else {
-            let system = raw(&serde_json::json!({"role": "system", "content": prompt}));
-            let messages = match o
-                .get("messages")
-                .and_then(|m| serde_json::from_str::<Vec<Box<RawValue>>>(m.get()).ok())
-            {
-                Some(mut messages) => {
-                    messages.insert(0, system);
-                    messages
-                }
-                None => vec![system],
-            };
-            o.insert("messages".into(), raw(&messages));
-        }
+        self.model = Some(preset.model.clone());
+        self.assistant_id = None;
+        true
     }
 
     /// The bytes to send upstream.
@@ -221,6 +195,47 @@ impl JsonBody {
 
     pub fn is_empty(&self) -> bool {
         self.original.is_empty()
+    }
+}
+
+/// Puts `prompt` first: in Anthropic's `system` field, before whatever the client put there,
+/// or as the first `system` message of an OpenAI chat.
+fn prepend_prompt(o: &mut BTreeMap<String, Box<RawValue>>, prompt: &str, anthropic: bool) {
+    if anthropic {
+        let block = || raw(&serde_json::json!({"type": "text", "text": prompt}));
+        let merged = match o.remove("system") {
+            None => raw(prompt),
+            Some(old) => match old.get() {
+                "null" | "\"\"" => raw(prompt),
+                text if text.starts_with('"') => match serde_json::from_str::<String>(text) {
+                    Ok(s) => raw(&format!("{prompt}\n\n{s}")),
+                    Err(_) => raw(&[block(), old]),
+                },
+                _ => match serde_json::from_str::<Vec<Box<RawValue>>>(old.get()) {
+                    Ok(mut blocks) => {
+                        blocks.insert(0, block());
+                        raw(&blocks)
+                    }
+                    // Anything else is the client's mistake: let the upstream say so,
+                    // prompt first.
+                    Err(_) => raw(&[block(), old]),
+                },
+            },
+        };
+        o.insert("system".into(), merged);
+    } else {
+        let system = raw(&serde_json::json!({"role": "system", "content": prompt}));
+        let messages = match o
+            .get("messages")
+            .and_then(|m| serde_json::from_str::<Vec<Box<RawValue>>>(m.get()).ok())
+        {
+            Some(mut messages) => {
+                messages.insert(0, system);
+                messages
+            }
+            None => vec![system],
+        };
+        o.insert("messages".into(), raw(&messages));
     }
 }
 

@@ -303,8 +303,13 @@ async fn serve(
     let mut input_estimate = content_length.unwrap_or(0) / 4;
     if let Some(Payload::Json(json)) = &mut payload {
         input_estimate = json.len() as u64 / 4;
-        if let Some(preset) = routed.preset {
-            json.apply_preset(preset, style == ErrorStyle::Anthropic);
+        if let Some(preset) = routed.preset
+            && !json.apply_preset(preset, style == ErrorStyle::Anthropic)
+        {
+            return Err(with_key(Denied::new(
+                Code::InvalidRequest,
+                "the body cannot be rewritten for the preset: a member name does not decode",
+            )));
         }
         if wants_usage(&parts, style) && json.is_stream() {
             drop_usage_chunk = json.request_stream_usage();
