@@ -243,3 +243,14 @@ fn a_lone_surrogate_in_a_member_name_is_refused() {
     let out = String::from_utf8(parsed.into_bytes().to_vec()).expect("UTF-8");
     assert!(out.contains(r#""a":"\udd80""#), "{out}");
 }
+
+/// Found by reading the code after `json_body` found `51e308`: a `stream_options` object that
+/// serde_json's `Value` cannot read (a number beyond f64) would have been replaced by
+/// `{"include_usage":true}`, dropping the client's options. keygate leaves it as sent.
+#[test]
+fn stream_options_keygate_cannot_read_are_left_as_sent() {
+    let sent = Bytes::from_static(br#"{"stream":true,"stream_options":{"x":51e308}}"#);
+    let mut parsed = JsonBody::parse(sent.clone()).expect("a JSON object");
+    assert!(!parsed.request_stream_usage());
+    assert_eq!(parsed.into_bytes(), sent);
+}

@@ -67,7 +67,8 @@ pub struct JsonBody {
     max_tokens: Option<u64>,
     /// The client asked for the usage chunk itself.
     include_usage: bool,
-    /// The client sent a `stream_options` that is not an object (keygate leaves it alone).
+    /// The client sent a `stream_options` keygate cannot edit: not an object, or one holding
+    /// what serde_json cannot read back (a number beyond f64). keygate leaves it alone.
     odd_stream_options: bool,
     /// The object's members, each still as the client wrote it, once a change needed them.
     /// Only the members keygate changes are rebuilt, so every other value (a float, an integer
@@ -98,7 +99,7 @@ impl JsonBody {
             include_usage,
             odd_stream_options: peek
                 .stream_options
-                .is_some_and(|r| !r.get().starts_with('{')),
+                .is_some_and(|r| serde_json::from_str::<Map<String, Value>>(r.get()).is_err()),
             edited: None,
             original: bytes,
         };
