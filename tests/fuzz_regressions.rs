@@ -254,3 +254,16 @@ fn stream_options_keygate_cannot_read_are_left_as_sent() {
     assert!(!parsed.request_stream_usage());
     assert_eq!(parsed.into_bytes(), sent);
 }
+
+/// Found by `json_body` (`[1,[],22,[],2,[],2]`): a derived struct also deserialises from a JSON
+/// array, by position, so an array of seven values was read as an object whose `model` is 1.
+#[test]
+fn an_array_is_not_an_object() {
+    for body in [
+        "[1,[],22,[],2,[],2]",
+        r#"["gpt-4o",null,true,null,null,null,null]"#,
+        "[]",
+    ] {
+        assert!(JsonBody::parse(Bytes::from(body)).is_none(), "{body}");
+    }
+}

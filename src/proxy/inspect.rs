@@ -81,7 +81,11 @@ impl JsonBody {
     pub fn parse(bytes: Bytes) -> Option<JsonBody> {
         // JSON is UTF-8, and serde_json does not check the strings it skips: check it all here.
         let text = std::str::from_utf8(&bytes).ok()?;
-        // Anything but an object (an array, a string, broken JSON) fails here.
+        // A derived struct also reads a JSON array (its fields by position): objects only.
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        // Anything else that is not one object (broken JSON, trailing data) fails here.
         let peek: Peek<'_> = serde_json::from_str(text).ok()?;
         let number = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
         let include_usage = peek
