@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::config::Preset;
+use crate::usage::parse::object;
 
 /// The top-level fields keygate reads, borrowed from the body; everything else is skipped.
 #[derive(Deserialize)]
@@ -81,16 +82,12 @@ impl JsonBody {
     pub fn parse(bytes: Bytes) -> Option<JsonBody> {
         // JSON is UTF-8, and serde_json does not check the strings it skips: check it all here.
         let text = std::str::from_utf8(&bytes).ok()?;
-        // A derived struct also reads a JSON array (its fields by position): objects only.
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
-        // Anything else that is not one object (broken JSON, trailing data) fails here.
-        let peek: Peek<'_> = serde_json::from_str(text).ok()?;
+        // Anything but one object (an array, broken JSON, trailing data) fails here.
+        let peek: Peek<'_> = object(text.as_bytes())?;
         let number = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
         let include_usage = peek
             .stream_options
-            .and_then(|r| serde_json::from_str::<StreamOptions<'_>>(r.get()).ok())
+            .and_then(|r| object::<StreamOptions<'_>>(r.get().as_bytes()))
             .and_then(|o| o.include_usage)
             .is_some_and(|r| r.get() == "true");
         let body = JsonBody {

@@ -55,9 +55,9 @@ impl Tokens {
     /// in `message` (Anthropic's `message_start`) or in `response` (the Responses API).
     /// Returns the object's shape, or `None` when it is not a JSON object.
     fn read<'a>(&mut self, json: &'a [u8]) -> Option<Envelope<'a>> {
-        let envelope: Envelope<'a> = serde_json::from_slice(json).ok()?;
+        let envelope: Envelope<'a> = object(json)?;
         fn nested<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
-            raw.and_then(|r| serde_json::from_str::<Envelope<'a>>(r.get()).ok())
+            raw.and_then(|r| object::<Envelope<'a>>(r.get().as_bytes()))
                 .and_then(|e| e.usage)
                 .map(RawValue::get)
         }
@@ -67,12 +67,22 @@ impl Tokens {
             nested(envelope.response),
         ];
         for usage in found.into_iter().flatten() {
-            if let Ok(fields) = serde_json::from_str::<UsageFields<'_>>(usage) {
+            if let Some(fields) = object::<UsageFields<'_>>(usage.as_bytes()) {
                 self.merge(&fields);
             }
         }
         Some(envelope)
     }
+}
+
+/// Reads one JSON object into `T`. Only an object: a derived struct would also read a JSON
+/// array, its fields by position.
+pub(crate) fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
+    let first = json.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
 }
 
 /// Where usage can be, borrowed from a response or an event; everything else is skipped.
