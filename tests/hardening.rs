@@ -66,6 +66,33 @@ async fn an_idle_connection_is_closed_but_not_while_a_stream_runs() {
     assert!(closed.is_ok(), "an idle connection stayed open");
 }
 
+/// A body keygate must read (here: to check the model of a key limited to models) that never
+/// finishes arriving is refused after the idle timeout, and the connection is closed: a key
+/// holder cannot hold connections (and connection slots) for ever with slow bodies.
+#[tokio::test]
+async fn a_body_that_never_finishes_is_refused_after_the_idle_timeout() {
+    let upstream = FakeUpstream::start().await;
+    let app =
+        TestApp::start_with_server("idle_timeout = \"500ms\"", &upstream_config(upstream.addr))
+            .await;
+    let (_, key) = app
+        .create_key(json!({"name": "k", "allowed_models": ["gpt-*"]}))
+        .await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ncontent-length: 8192\r\n\r\n{{\"model\":"
+    );
+    let started = std::time::Instant::now();
+    let answer = raw(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("in time"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the connection was closed after the answer, not held"
+    );
+    assert!(upstream.received().is_empty());
+}
+
 #[tokio::test]
 async fn oversized_or_too_many_headers_get_431() {
     let app = TestApp::start_with_server("max_header_bytes = 8192\nmax_headers = 20", "").await;

@@ -153,7 +153,9 @@ impl Code {
             Code::QuotaExceeded => "Quota for the current period is used up.",
             Code::RequestTooLarge => "The request body is too large.",
             Code::HeadersTooLarge => "The request headers are too large.",
-            Code::InvalidRequest => "The request body is not valid JSON.",
+            Code::InvalidRequest => {
+                "The request body must be one JSON object, sent in full and in time."
+            }
             Code::UpstreamError => {
                 "The upstream service could not be reached or gave a bad response."
             }

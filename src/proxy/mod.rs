@@ -21,7 +21,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -223,7 +223,9 @@ async fn serve(
         payload = Some(if incoming.is_end_stream() {
             Payload::Raw(Bytes::new())
         } else {
-            let bytes = read_body(incoming, max_body).await.map_err(with_key)?;
+            let bytes = read_body(incoming, max_body, config.server.idle_timeout)
+                .await
+                .map_err(with_key)?;
             match JsonBody::parse(bytes.clone()) {
                 Some(json) => Payload::Json(json),
                 None if must_read => {
@@ -468,7 +470,10 @@ fn refuse(
 }
 
 /// Reads a whole body, refusing it past `max` bytes.
-async fn read_body(incoming: Incoming, max: u64) -> Result<Bytes, Denied> {
+/// Reads a request body keygate must see, up to `max` bytes and for at most `deadline` (the
+/// idle timeout): a body sent slowly, or never, must not hold the connection (and a
+/// connection slot) for ever.
+async fn read_body(incoming: Incoming, max: u64, deadline: Duration) -> Result<Bytes, Denied> {
     let too_large = || {
         Denied::new(
             Code::RequestTooLarge,
@@ -478,7 +483,14 @@ async fn read_body(incoming: Incoming, max: u64) -> Result<Bytes, Denied> {
     if incoming.size_hint().lower() > max {
         return Err(too_large());
     }
-    match Limited::new(incoming, max as usize).collect().await {
+    let read = tokio::time::timeout(deadline, Limited::new(incoming, max as usize).collect());
+    let Ok(read) = read.await else {
+        return Err(Denied::new(
+            Code::InvalidRequest,
+            "the request body did not arrive within server.idle_timeout",
+        ));
+    };
+    match read {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(Denied::new(
