@@ -158,12 +158,13 @@ loadavg() {
     cut -d' ' -f1-3 /proc/loadavg
 }
 
-# Busy share of all CPUs, in percent, over the next SECONDS (default 2).
+# Busy share of all CPUs, in percent, over the next SECONDS (default 2). Niced work (a fuzzer,
+# say) counts as idle: it yields to the measurement.
 cpu_busy() {
     local a b
-    a=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8, $5 }' /proc/stat)
+    a=$(awk '/^cpu / { print $2+$4+$7+$8, $3+$5+$6 }' /proc/stat)
     sleep "${1:-2}"
-    b=$(awk '/^cpu / { print $2+$3+$4+$6+$7+$8, $5 }' /proc/stat)
+    b=$(awk '/^cpu / { print $2+$4+$7+$8, $3+$5+$6 }' /proc/stat)
     awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); busy = y[1] - x[1]; idle = y[2] - x[2];
         printf "%d\n", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
 }

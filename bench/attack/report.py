@@ -66,6 +66,18 @@ def samples(work, tag):
     return {"max_open_attack_connections": max(conns) if conns else 0}
 
 
+def probe(work, tag):
+    """The new-connection probe of a phase: count, failures, median and max seconds."""
+    path = os.path.join(work, f"probe-{tag}")
+    if not os.path.exists(path):
+        return {}
+    rows = [line.split() for line in open(path) if len(line.split()) == 2]
+    times = [float(t) for t, code in rows if code == "200"]
+    return {"probe_requests": len(rows), "probe_failed": sum(1 for _, c in rows if c != "200"),
+            "probe_median_ms": round(1000 * statistics.median(times), 1) if times else None,
+            "probe_max_ms": round(1000 * max(times), 1) if times else None}
+
+
 def slowloris(args):
     work = args.work
     phases = []
@@ -79,6 +91,7 @@ def slowloris(args):
         p["keygate_statuses"] = {s: after[s] - before[s] for s in sorted(after) if after[s] - before[s]}
         p["keygate_cpu_pct"] = round(100 * p["keygate_cpu_s"] / p["seconds"], 1)
         p.update(samples(work, tag))
+        p.update(probe(work, tag))
         if p["attack"]:
             p["slowloris"] = slow_runs(work, f"H-{tag}")
             p["slow_body"] = slow_runs(work, f"B-{tag}")
@@ -100,13 +113,15 @@ def slowloris(args):
 
     print(f"## Slow connections and malformed requests vs a legitimate {args.rate} req/s load\n")
     print("| phase | legit p50 µs | p99 µs | p99.9 µs | max µs | errors | late sends | keygate CPU | "
-          "attack conns open (max) | upstream reqs | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "attack conns open (max) | new-conn probe ok/all, median/max ms | upstream reqs | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in phases:
         lg = p["legit"]
         print(f"| {p['tag']} | {lg['p50_us']:.0f} | {lg['p99_us']:.0f} | {lg['p999_us']:.0f} | "
               f"{lg['max_us']:.0f} | {lg['errors']} | {lg['late_sends']} | {p['keygate_cpu_pct']}% | "
-              f"{p.get('max_open_attack_connections', '')} | {p['upstream_requests']} | {p['loadavg']} |")
+              f"{p.get('max_open_attack_connections', '')} | "
+              f"{p.get('probe_requests', 0) - p.get('probe_failed', 0)}/{p.get('probe_requests', 0)}, "
+              f"{p.get('probe_median_ms')}/{p.get('probe_max_ms')} | {p['upstream_requests']} | {p['loadavg']} |")
     print()
     print(f"- baseline p99 (median of {len(quiet)} quiet phases): **{base:.0f} µs**")
     print(f"- under-attack p99 (median of {len(attacked)} attacked phases): **{under:.0f} µs**")

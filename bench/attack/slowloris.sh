@@ -3,6 +3,7 @@
 # under slow-connection and malformed-request attacks?
 #
 #   bench/attack/slowloris.sh [--rounds N] [--duration S] [--rate R] [--conns C] [--flood-rate F]
+#                             [--max-connections M]
 #
 # Measures the p99 latency of a legitimate open-loop load (examples/bench_client.rs `rate`: R
 # requests/s, default 800, HTTP/1.1 over 32 keep-alive connections, a valid key, POST
@@ -15,7 +16,9 @@
 #   - bench/attack/flood.py: F requests/s (default 300), each on a new connection, of oversized
 #     headers (431), oversized bodies (413), malformed requests (400) and invalid keys (401,
 #     then 429 from the failed-authentication guard).
-# Rounds alternate quiet and attacked phases (default 2 rounds of 20 s each). Prints the median
+# Throughout each phase a probe also opens a new connection every 0.5 s (curl to [::1], one
+# request, 5 s at most), which shows whether keygate still accepts connections. Rounds alternate
+# quiet and attacked phases (default 2 rounds of 20 s each). Prints the median
 # p99 quiet and under attack, their ratio against the target (under attack ≤ 2× quiet), and
 # what the attackers got back; writes everything to bench/results/attack-slowloris-<UTC>.json.
 #
@@ -26,7 +29,8 @@
 #
 # Config: keygate's defaults (header_read_timeout 10s, idle_timeout 60s, max_header_bytes 16384,
 # max_headers 100, max_connections 10000) except max_body_bytes = 1 MiB, so that each oversized
-# chunked body costs the attacker 1 MiB, not 10. Needs slowhttptest (apt-get install -y
+# chunked body costs the attacker 1 MiB, not 10; --max-connections M sets server.max_connections
+# (below 2×C the slow connections alone fill it, which the probe shows). Needs slowhttptest (apt-get install -y
 # slowhttptest), curl, ss; builds the release binaries into $CARGO_TARGET_DIR (set
 # ATTACK_NO_BUILD=1 to skip), e.g.
 #   CARGO_TARGET_DIR=/work/bench-target bench/attack/slowloris.sh
@@ -35,7 +39,7 @@ set -Eeuo pipefail
 # shellcheck source=bench/attack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=2 DURATION=20 RATE=800 CONNS=300 FLOOD_RATE=300
+ROUNDS=2 DURATION=20 RATE=800 CONNS=300 FLOOD_RATE=300 MAX_CONNECTIONS=''
 while (($#)); do
     case $1 in
     --rounds) ROUNDS=$2; shift ;;
@@ -43,7 +47,8 @@ while (($#)); do
     --rate) RATE=$2; shift ;;
     --conns) CONNS=$2; shift ;;
     --flood-rate) FLOOD_RATE=$2; shift ;;
-    -h | --help) sed -n '2,36p' "$0"; exit 0 ;;
+    --max-connections) MAX_CONNECTIONS=$2; shift ;;
+    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
     *) die "unknown option $1 (try --help)" ;;
     esac
     shift
@@ -55,7 +60,9 @@ MAX_BODY=1048576
 
 need slowhttptest:slowhttptest curl:curl ss:iproute2 "$PY:python3"
 build
-attack_setup "max_body_bytes = $MAX_BODY"
+SERVER="max_body_bytes = $MAX_BODY"
+[[ -z $MAX_CONNECTIONS ]] || SERVER+=$'\n'"max_connections = $MAX_CONNECTIONS"
+attack_setup "$SERVER"
 LEGIT_KEY=$(create_key legit)
 FLOOD_KEY=$(create_key flood-keyed)
 SLOW_KEY=$(create_key slow-body 60/60s)
@@ -99,6 +106,18 @@ sampler() {
     done
 }
 
+# A new connection and one request every 0.5 s, into $WORK/probe-TAG: "seconds http_code" per
+# line (000: no answer within 5 s).
+prober() {
+    local tag=$1
+    while :; do
+        curl -s -o /dev/null --max-time 5 -w '%{time_total} %{http_code}\n' \
+            -H "authorization: Bearer $LEGIT_KEY" -H 'content-type: application/json' \
+            -d '{"model":"gpt-4o-mini","messages":[]}' "$URL_LEGIT" >>"$WORK/probe-$tag" || true
+        sleep 0.5
+    done
+}
+
 legit() {
     "$BIN/examples/bench_client" rate "$URL_LEGIT" --key "$LEGIT_KEY" --rate "$RATE" \
         --duration "$DURATION" --warmup "$WARMUP" >"$WORK/legit-$1.json" 2>"$WORK/legit-$1.err" ||
@@ -106,13 +125,15 @@ legit() {
 }
 
 phase() {
-    local tag=$1 attack=$2 before after pids=() sp
+    local tag=$1 attack=$2 before after pids=() sp pp
     statuses >"$WORK/status-before-$tag"
     local t0 up0 cpu0
     t0=$(date +%s.%N) up0=$(upstream_count requests) cpu0=$(cpu_ticks "$KG_PID")
     sampler "$tag" &
     sp=$!
-    PIDS+=("$sp")
+    prober "$tag" &
+    pp=$!
+    PIDS+=("$sp" "$pp")
     if ((attack)); then
         local deadline=$(($(date +%s) + RAMP + WARMUP + DURATION + 2))
         slow_loop "H-$tag" "$deadline" -H -c "$CONNS" -r 100 -i 3 -x 24 -p 3 -u "$URL_ATTACK" &
@@ -133,8 +154,8 @@ phase() {
         log "$tag: legitimate load done; $(open_conns) attack connections open; waiting for the attackers"
         wait "${pids[@]}" || true
     fi
-    kill "$sp" 2>/dev/null || true
-    wait "$sp" 2>/dev/null || true
+    kill "$sp" "$pp" 2>/dev/null || true
+    wait "$sp" "$pp" 2>/dev/null || true
     local t1 up1 cpu1
     t1=$(date +%s.%N) up1=$(upstream_count requests) cpu1=$(cpu_ticks "$KG_PID")
     statuses >"$WORK/status-after-$tag"
