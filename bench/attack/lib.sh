@@ -3,7 +3,7 @@
 # start the fake upstream (examples/bench_upstream.rs) and keygate on free loopback ports with a
 # config of our own, create keys over the admin socket, read counters, clean up on exit.
 #
-# After `attack_setup`: $WORK (temp dir), $BIN (release dir), $KEYGATE, $UP_PORT, $KG_PORT (plain
+# After `attack_setup`: $WORK (temp dir), $BIN (release dir), $KEYGATE, $UP_HOST, $UP_PORT, $KG_PORT (plain
 # listener on 127.0.0.1), $KG6_PORT (plain listener on [::1]), $SOCK (admin socket), $KG_PID.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -13,6 +13,10 @@ KEYGATE=$BIN/keygate
 # The system python has python3-h2 (Debian package); a pyenv shim on PATH may not.
 PY=${ATTACK_PYTHON:-/usr/bin/python3}
 KEEP=${ATTACK_KEEP:-0}
+# Where the fake upstream listens. Linux reuses TIME-WAIT ports early only between loopback
+# addresses (net.ipv4.tcp_tw_reuse = 2), so a non-loopback address of this machine shows what
+# keygate's connection churn to a real, remote upstream would do to its ephemeral ports.
+UP_HOST=${ATTACK_UPSTREAM_HOST:-127.0.0.1}
 
 log() { printf '[attack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -77,11 +81,11 @@ wait_http() {
 # keygate's [server] section (limits, timeouts); keygate's defaults apply to everything else.
 attack_setup() {
     local extra=${1:-}
-    UP_PORT=$(free_port)
+    UP_PORT=$(free_port "$UP_HOST")
     KG_PORT=$(free_port)
     KG6_PORT=$(free_port ::1)
     SOCK=$WORK/admin.sock
-    "$BIN/examples/bench_upstream" "127.0.0.1:$UP_PORT" >"$WORK/upstream.log" 2>&1 &
+    "$BIN/examples/bench_upstream" "$UP_HOST:$UP_PORT" >"$WORK/upstream.log" 2>&1 &
     UP_PID=$!
     PIDS+=("$UP_PID")
     mkdir -p "$WORK/state"
@@ -106,7 +110,7 @@ addr = "[::1]:$KG6_PORT"
 level = "warn"
 
 [upstreams.bench]
-base_url = "http://127.0.0.1:$UP_PORT"
+base_url = "http://$UP_HOST:$UP_PORT"
 
 [[routes]]
 path = "/v1/"
@@ -115,9 +119,9 @@ EOF
     "$KEYGATE" serve --config "$WORK/keygate.toml" >"$WORK/keygate.log" 2>&1 &
     KG_PID=$!
     PIDS+=("$KG_PID")
-    wait_http "http://127.0.0.1:$UP_PORT/bench/requests" "$UP_PID"
+    wait_http "http://$UP_HOST:$UP_PORT/bench/requests" "$UP_PID"
     wait_http "http://127.0.0.1:$KG_PORT/healthz" "$KG_PID"
-    log "upstream on 127.0.0.1:$UP_PORT, keygate (pid $KG_PID) on 127.0.0.1:$KG_PORT and [::1]:$KG6_PORT"
+    log "upstream on $UP_HOST:$UP_PORT, keygate (pid $KG_PID) on 127.0.0.1:$KG_PORT and [::1]:$KG6_PORT"
 }
 
 # create_key NAME [RATE]: prints the secret of a new key; RATE like 1000/1s (default: far above
@@ -130,7 +134,7 @@ create_key() {
 # The number of requests that reached the fake upstream, all of them or (with an argument,
 # chat_completions) those to /v1/chat/completions.
 upstream_count() {
-    curl -sf --max-time 5 "http://127.0.0.1:$UP_PORT/bench/requests" |
+    curl -sf --max-time 5 "http://$UP_HOST:$UP_PORT/bench/requests" |
         "$PY" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "${1:-requests}"
 }
 

@@ -13,12 +13,19 @@
 #   tight   --batch 1: one pair per write, as fast as python3-h2 goes
 #   paced   --batch 5 --gap-ms 1: slow enough to stay under the limit of pending resets, so
 #           that keygate does not close the connection
-# The attacker has a valid key of its own (no rate limit) and POSTs to /v1/rapid-reset, so the
-# fake upstream counts separately what reached it. For each phase it prints: attack streams/s,
-# GOAWAYs and after how many streams (our count and the server's last_stream_id), keygate's CPU
-# use (user+sys of its process over the phase), requests that reached the upstream from the
-# attacker, the legitimate client's p50/p99 and errors, keygate's RSS; writes everything to
+#   limited tight, with a key whose rate limit is 100/1s
+# The attacker has a valid key of its own (no rate limit, except in `limited`) and POSTs to
+# /v1/rapid-reset, so the fake upstream counts separately what reached it. For each phase it
+# prints: attack streams/s, GOAWAYs and after how many streams (our count and the server's
+# last_stream_id), keygate's CPU use (user+sys of its process over the phase), the requests and
+# the TCP connections that reached the upstream (and the sockets in TIME-WAIT towards it at the
+# end), the legitimate client's p50/p99 and errors, keygate's RSS; writes everything to
 # bench/results/attack-rapid-reset-<UTC>.json.
+#
+# ATTACK_UPSTREAM_HOST=192.0.2.2 (any non-loopback address of this machine) puts the upstream
+# there: Linux reuses TIME-WAIT ports early only between loopback addresses
+# (net.ipv4.tcp_tw_reuse = 2), so this shows what keygate's connection churn would do against a
+# real upstream.
 #
 # Needs python3-h2 for /usr/bin/python3 (apt-get install -y python3-h2, done here as root) and
 # builds the release binaries into $CARGO_TARGET_DIR (ATTACK_NO_BUILD=1 skips), e.g.
@@ -49,26 +56,37 @@ build
 attack_setup ''
 LEGIT_KEY=$(create_key legit)
 ATTACK_KEY=$(create_key rapid-reset)
-[[ -n $LEGIT_KEY && -n $ATTACK_KEY ]] || die "could not create the keys"
+LIMITED_KEY=$(create_key rapid-reset-limited 100/1s)
+[[ -n $LEGIT_KEY && -n $ATTACK_KEY && -n $LIMITED_KEY ]] || die "could not create the keys"
 URL_LEGIT="http://[::1]:$KG6_PORT/v1/chat/completions"
 
 declare -A VARIANT=(
     [burst]="--batch 100"
     [tight]="--batch 1"
     [paced]="--batch 5 --gap-ms 1"
+    [limited]="--batch 1"
 )
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$KG_PID/status"; }
+# The fake upstream's counters as "requests chat_completions connections".
+upstream_counts() {
+    curl -sf --max-time 5 "http://$UP_HOST:$UP_PORT/bench/requests" | "$PY" -c \
+        'import json,sys; j=json.load(sys.stdin); print(j["requests"], j["chat_completions"], j["connections"])'
+}
+time_wait() {
+    ss -Htan state time-wait "( dport = :$UP_PORT )" | wc -l
+}
 
 phase() {
     local name=$1 tag="$1-$2" attack=0 pid=''
     [[ $name == quiet ]] || attack=1
-    local t0 cpu0 up0 chat0
+    local t0 cpu0 up0 chat0 conns0 key=$ATTACK_KEY
+    [[ $name != limited ]] || key=$LIMITED_KEY
     t0=$(date +%s.%N) cpu0=$(cpu_ticks "$KG_PID")
-    up0=$(upstream_count requests) chat0=$(upstream_count chat_completions)
+    read -r up0 chat0 conns0 < <(upstream_counts)
     if ((attack)); then
         # shellcheck disable=SC2086 # the variant's options are meant to split
-        "$PY" "$ROOT/bench/attack/rapid_reset.py" --port "$KG_PORT" --key "$ATTACK_KEY" \
+        "$PY" "$ROOT/bench/attack/rapid_reset.py" --port "$KG_PORT" --key "$key" \
             --procs "$PROCS" --duration $((RAMP + WARMUP + DURATION + 1)) ${VARIANT[$name]} \
             >"$WORK/attacker-$tag.json" &
         pid=$!
@@ -82,13 +100,15 @@ phase() {
     if [[ -n $pid ]]; then
         wait "$pid" || log "$tag: the attacker failed"
     fi
-    local t1 cpu1 up1 chat1
-    t1=$(date +%s.%N) cpu1=$(cpu_ticks "$KG_PID")
-    up1=$(upstream_count requests) chat1=$(upstream_count chat_completions)
-    printf '{"tag":"%s","variant":"%s","seconds":%s,"keygate_cpu_s":%s,"attack_upstream_requests":%d,"legit_upstream_requests":%d,"rss_kib":%d,"loadavg":"%s","alive":%s}\n' \
+    local t1 cpu1 up1 chat1 conns1 tw
+    t1=$(date +%s.%N) cpu1=$(cpu_ticks "$KG_PID") tw=$(time_wait)
+    read -r up1 chat1 conns1 < <(upstream_counts)
+    # The connections count includes the one that read it.
+    printf '{"tag":"%s","variant":"%s","seconds":%s,"keygate_cpu_s":%s,"attack_upstream_requests":%d,"legit_upstream_requests":%d,"upstream_connections":%d,"time_wait":%d,"rss_kib":%d,"loadavg":"%s","alive":%s}\n' \
         "$tag" "$name" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" \
         "$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" 'BEGIN{print (b-a)/hz}')" \
-        $(((up1 - chat1) - (up0 - chat0))) $((chat1 - chat0)) "$(rss_kib)" "$(loadavg)" \
+        $(((up1 - chat1) - (up0 - chat0))) $((chat1 - chat0)) $((conns1 - conns0 - 1)) "$tw" \
+        "$(rss_kib)" "$(loadavg)" \
         "$(kill -0 "$KG_PID" 2>/dev/null && echo true || echo false)" >"$WORK/phase-$tag.json"
     log "$tag: $(cat "$WORK/phase-$tag.json")"
 }
@@ -99,8 +119,10 @@ log "keygate RSS at start: $(rss_kib) KiB"
 log "load average before: $(loadavg)"
 for r in $(seq "$ROUNDS"); do
     wait_idle
-    for name in quiet burst tight paced; do
+    for name in quiet burst tight paced limited; do
         phase "$name" "$r"
+        # TIME-WAIT sockets of one phase must not weigh on the next (they last 60 s).
+        while (($(time_wait) > 1000)); do sleep 5; done
         sleep 1
     done
 done

@@ -67,7 +67,7 @@ for limit in "${LIMITS[@]}"; do
     # No warm-up request: it would take a unit from the bucket, which starts full at the key's
     # first request, h2load's first.
     wait_idle
-    curl -sf -X POST "http://127.0.0.1:$UP_PORT/bench/reset" >/dev/null
+    curl -sf -X POST "http://$UP_HOST:$UP_PORT/bench/reset" >/dev/null
     before=$(statuses) la0=$(loadavg)
     log "limit $limit: h2load -c $CLIENTS -m $STREAMS -D $DURATION (load average $la0)"
     h2load -c "$CLIENTS" -m "$STREAMS" -D "$DURATION" -t "$(nproc)" -d "$BODY" \
@@ -76,7 +76,7 @@ for limit in "${LIMITS[@]}"; do
         >"$WORK/h2load-$i.out" 2>&1 || log "h2load exited with an error: $(tail -n 3 "$WORK/h2load-$i.out")"
     # Answers still in flight when h2load stopped finish within keygate; let them be counted.
     sleep 1
-    after=$(statuses) upstream=$(curl -sf "http://127.0.0.1:$UP_PORT/bench/requests")
+    after=$(statuses) upstream=$(curl -sf "http://$UP_HOST:$UP_PORT/bench/requests")
     printf '{"limit":"%s","before":%s,"after":%s,"upstream":%s,"loadavg":"%s / %s"}\n' \
         "$limit" "$before" "$after" "$upstream" "$la0" "$(loadavg)" >"$WORK/run-$i.json"
     grep -E '^(finished|requests|status codes):' "$WORK/h2load-$i.out" | sed 's/^/    /' >&2

@@ -168,14 +168,14 @@ def rapid_reset(args):
         p["attacker"] = load(attacker) if os.path.exists(attacker) and os.path.getsize(attacker) else None
         p["keygate_cpu_pct"] = round(100 * p["keygate_cpu_s"] / p["seconds"], 1)
         phases.append(p)
-    order = {"quiet": 0, "burst": 1, "tight": 2, "paced": 3}
+    order = {"quiet": 0, "burst": 1, "tight": 2, "paced": 3, "limited": 4}
     phases.sort(key=lambda p: (int(p["tag"].rsplit("-", 1)[1]), order.get(p["variant"], 9)))
 
     print(f"## HTTP/2 rapid reset vs a legitimate {args.rate} req/s h2 load\n")
     print("| phase | attack streams/s | conns | GOAWAYs (code) | streams sent before GOAWAY "
           "min/med/max | server last_stream_id → streams | keygate CPU | attack reqs at upstream | "
-          "legit p50 µs | legit p99 µs | legit errors | RSS MiB | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "upstream TCP conns (TIME-WAIT at end) | legit p50 µs | legit p99 µs | legit errors | RSS MiB | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in phases:
         a, lg = p["attacker"], p["legit"]
         if a:
@@ -190,12 +190,13 @@ def rapid_reset(args):
         legit = ([f"{lg['p50_us']:.0f}", f"{lg['p99_us']:.0f}", str(lg["errors"])]
                  if "p99_us" in lg else ["failed"] * 3)
         print(f"| {p['tag']} | " + " | ".join(cols) + f" | {p['keygate_cpu_pct']}% | "
-              f"{p['attack_upstream_requests']} | " + " | ".join(legit)
+              f"{p['attack_upstream_requests']} | {p['upstream_connections']:,} ({p['time_wait']:,}) | "
+              + " | ".join(legit)
               + f" | {p['rss_kib'] / 1024:.1f} | {p['loadavg']} |")
     print()
     quiet = [p["legit"]["p99_us"] for p in phases if p["variant"] == "quiet" and "p99_us" in p["legit"]]
     summary = {"baseline_p99_us": statistics.median(quiet) if quiet else None, "variants": {}}
-    for v in ("burst", "tight", "paced"):
+    for v in ("burst", "tight", "paced", "limited"):
         ps = [p for p in phases if p["variant"] == v]
         if not ps:
             continue
@@ -205,6 +206,7 @@ def rapid_reset(args):
             "keygate_cpu_pct": statistics.median(p["keygate_cpu_pct"] for p in ps),
             "attack_streams": sum(p["attacker"]["streams"] for p in ps if p["attacker"]),
             "attack_upstream_requests": sum(p["attack_upstream_requests"] for p in ps),
+            "upstream_connections": sum(p["upstream_connections"] for p in ps),
             "goaways": sum(p["attacker"]["goaways"] for p in ps if p["attacker"]),
             "legit_errors": sum(p["legit"].get("errors", 0) for p in ps),
         }
@@ -214,7 +216,8 @@ def rapid_reset(args):
         ratio = (x["legit_p99_us"] / summary["baseline_p99_us"]
                  if x["legit_p99_us"] and summary["baseline_p99_us"] else float("nan"))
         print(f"- {v}: {x['attack_streams']:,} streams reset, {x['goaways']} GOAWAYs, "
-              f"{x['attack_upstream_requests']} reached the upstream; keygate CPU {x['keygate_cpu_pct']}% "
+              f"{x['attack_upstream_requests']} requests and {x['upstream_connections']:,} TCP connections "
+              f"reached the upstream; keygate CPU {x['keygate_cpu_pct']}% "
               f"(median); legit p99 {x['legit_p99_us']:.0f} µs ({ratio:.2f}× quiet), "
               f"{x['legit_errors']} legit errors")
     alive = all(p["alive"] for p in phases)
