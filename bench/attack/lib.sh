@@ -77,33 +77,31 @@ wait_http() {
     done
 }
 
-# attack_setup EXTRA_SERVER_TOML: starts the upstream and keygate. EXTRA_SERVER_TOML is added to
-# keygate's [server] section (limits, timeouts); keygate's defaults apply to everything else.
-attack_setup() {
-    local extra=${1:-}
-    UP_PORT=$(free_port "$UP_HOST")
-    KG_PORT=$(free_port)
-    KG6_PORT=$(free_port ::1)
-    SOCK=$WORK/admin.sock
-    "$BIN/examples/bench_upstream" "$UP_HOST:$UP_PORT" >"$WORK/upstream.log" 2>&1 &
-    UP_PID=$!
-    PIDS+=("$UP_PID")
-    mkdir -p "$WORK/state"
-    cat >"$WORK/keygate.toml" <<EOF
+# start_keygate NAME EXTRA_SERVER_TOML: starts a keygate with state, config, admin socket and log
+# named after NAME in $WORK, on two free ports (127.0.0.1 and [::1]), routing /v1/ to the fake
+# upstream. EXTRA_SERVER_TOML is added to its [server] section (limits, timeouts); keygate's
+# defaults apply to everything else. Sets STARTED_PORT, STARTED_PORT6, STARTED_SOCK, STARTED_PID.
+start_keygate() {
+    local name=$1 extra=${2:-}
+    STARTED_PORT=$(free_port)
+    STARTED_PORT6=$(free_port ::1)
+    STARTED_SOCK=$WORK/$name.sock
+    mkdir -p "$WORK/state-$name"
+    cat >"$WORK/$name.toml" <<EOF
 [server]
-state_dir = "$WORK/state"
+state_dir = "$WORK/state-$name"
 $extra
 
 [admin]
-socket = "$SOCK"
+socket = "$STARTED_SOCK"
 
 # Two listeners, so that the legitimate client (on [::1]) and the attackers (on 127.0.0.x) are
 # different client IPs for the per-IP failed-authentication guard, as they would be for real.
 [[listeners]]
-addr = "127.0.0.1:$KG_PORT"
+addr = "127.0.0.1:$STARTED_PORT"
 
 [[listeners]]
-addr = "[::1]:$KG6_PORT"
+addr = "[::1]:$STARTED_PORT6"
 
 [log]
 # An access-log line per request would measure the terminal; refusals are logged at info.
@@ -116,19 +114,30 @@ base_url = "http://$UP_HOST:$UP_PORT"
 path = "/v1/"
 upstream = "bench"
 EOF
-    "$KEYGATE" serve --config "$WORK/keygate.toml" >"$WORK/keygate.log" 2>&1 &
-    KG_PID=$!
-    PIDS+=("$KG_PID")
+    "$KEYGATE" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
+    STARTED_PID=$!
+    PIDS+=("$STARTED_PID")
+    wait_http "http://127.0.0.1:$STARTED_PORT/healthz" "$STARTED_PID"
+}
+
+# attack_setup EXTRA_SERVER_TOML: starts the upstream and keygate (start_keygate keygate ...).
+attack_setup() {
+    local extra=${1:-}
+    UP_PORT=$(free_port "$UP_HOST")
+    "$BIN/examples/bench_upstream" "$UP_HOST:$UP_PORT" >"$WORK/upstream.log" 2>&1 &
+    UP_PID=$!
+    PIDS+=("$UP_PID")
     wait_http "http://$UP_HOST:$UP_PORT/bench/requests" "$UP_PID"
-    wait_http "http://127.0.0.1:$KG_PORT/healthz" "$KG_PID"
+    start_keygate keygate "$extra"
+    KG_PORT=$STARTED_PORT KG6_PORT=$STARTED_PORT6 SOCK=$STARTED_SOCK KG_PID=$STARTED_PID
     log "upstream on $UP_HOST:$UP_PORT, keygate (pid $KG_PID) on 127.0.0.1:$KG_PORT and [::1]:$KG6_PORT"
 }
 
-# create_key NAME [RATE]: prints the secret of a new key; RATE like 1000/1s (default: far above
-# anything sent here, 100000000/1s).
+# create_key NAME [RATE [SOCKET]]: prints the secret of a new key; RATE like 1000/1s (default:
+# far above anything sent here, 100000000/1s); SOCKET: another keygate's admin socket.
 create_key() {
-    "$KEYGATE" --socket "$SOCK" keys create --name "$1" --rate "${2:-100000000/1s}" 2>/dev/null |
-        tail -n 1
+    "$KEYGATE" --socket "${3:-$SOCK}" keys create --name "$1" --rate "${2:-100000000/1s}" \
+        2>/dev/null | tail -n 1
 }
 
 # The number of requests that reached the fake upstream, all of them or (with an argument,
@@ -138,14 +147,14 @@ upstream_count() {
         "$PY" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "${1:-requests}"
 }
 
-# keygate's Prometheus text, from the admin socket.
+# keygate's Prometheus text, from its admin socket (or from socket $1).
 metrics() {
-    curl -sf --max-time 5 --unix-socket "$SOCK" http://keygate/metrics
+    curl -sf --max-time 5 --unix-socket "${1:-$SOCK}" http://keygate/metrics
 }
 
 # Sum of keygate_requests_total samples whose labels contain STATUS="…", e.g. status="429".
 requests_with() {
-    metrics | awk -v want="$1" '/^keygate_requests_total\{/ && index($0, want) { s += $NF } END { printf "%d\n", s }'
+    metrics "$SOCK" | awk -v want="$1" '/^keygate_requests_total\{/ && index($0, want) { s += $NF } END { printf "%d\n", s }'
 }
 
 # CPU ticks (user + system, in clock ticks) a process has used so far.
@@ -153,9 +162,9 @@ cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-# Open TCP connections to keygate's plain IPv4 listener, as the kernel sees them.
+# Open TCP connections to keygate's plain IPv4 listener (or to port $1), as the kernel sees them.
 open_conns() {
-    ss -Htn state established "( sport = :$KG_PORT )" 2>/dev/null | wc -l
+    ss -Htn state established "( sport = :${1:-$KG_PORT} )" 2>/dev/null | wc -l
 }
 
 loadavg() {

@@ -42,7 +42,7 @@ while (($#)); do
     --duration) DURATION=$2; shift ;;
     --rate) RATE=$2; shift ;;
     --procs) PROCS=$2; shift ;;
-    -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) die "unknown option $1 (try --help)" ;;
     esac
     shift
@@ -127,7 +127,7 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 log "load average after: $(loadavg)"
-metrics | grep -E '^keygate_requests_total' >"$WORK/metrics-end.txt" || true
+metrics "$SOCK" | grep -E '^keygate_requests_total' >"$WORK/metrics-end.txt" || true
 grep -c 'pending-accept streams reached limit' "$WORK/keygate.log" >"$WORK/goaway-warnings.txt" || true
 
 mkdir -p "$ROOT/bench/results"

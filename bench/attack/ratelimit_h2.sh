@@ -35,7 +35,7 @@ while (($#)); do
     --duration) DURATION=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
     --streams) STREAMS=$2; shift ;;
-    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) die "unknown option $1 (try --help)" ;;
     esac
     shift
@@ -53,7 +53,7 @@ printf '%s' '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say he
 ulimit -n 65536 2>/dev/null || true
 
 statuses() {
-    metrics | awk '/^keygate_requests_total\{/ {
+    metrics "$SOCK" | awk '/^keygate_requests_total\{/ {
         match($0, /status="[0-9]+"/); s = substr($0, RSTART + 8, 3); n[s] += $NF }
         END { printf "{"; sep = ""; for (s in n) { printf "%s\"%s\":%d", sep, s, n[s]; sep = "," }
               print "}" }'

@@ -89,6 +89,11 @@ def slowloris(args):
         before = statuses(os.path.join(work, f"status-before-{tag}"))
         after = statuses(os.path.join(work, f"status-after-{tag}"))
         p["keygate_statuses"] = {s: after[s] - before[s] for s in sorted(after) if after[s] - before[s]}
+        p.setdefault("target", "keygate" if p["attack"] else "none")
+        if p["target"] == "decoy":
+            before = statuses(os.path.join(work, f"decoy-status-before-{tag}"))
+            after = statuses(os.path.join(work, f"decoy-status-after-{tag}"))
+            p["decoy_statuses"] = {s: after[s] - before[s] for s in sorted(after) if after[s] - before[s]}
         p["keygate_cpu_pct"] = round(100 * p["keygate_cpu_s"] / p["seconds"], 1)
         p.update(samples(work, tag))
         p.update(probe(work, tag))
@@ -98,15 +103,20 @@ def slowloris(args):
             flood = os.path.join(work, f"flood-{tag}.json")
             p["flood"] = load(flood) if os.path.exists(flood) and os.path.getsize(flood) else None
         phases.append(p)
-    phases.sort(key=lambda p: (int(p["tag"].rsplit("-", 1)[1]), p["attack"]))
-    quiet = [p["legit"]["p99_us"] for p in phases if not p["attack"]]
-    attacked = [p["legit"]["p99_us"] for p in phases if p["attack"]]
+    order = {"none": 0, "keygate": 1, "decoy": 2}
+    phases.sort(key=lambda p: (int(p["tag"].rsplit("-", 1)[1]), order[p["target"]]))
+    p99 = lambda target: [p["legit"]["p99_us"] for p in phases if p["target"] == target]
+    quiet, attacked, control = p99("none"), p99("keygate"), p99("decoy")
     base, under = statistics.median(quiet), statistics.median(attacked)
+    ctrl = statistics.median(control) if control else None
     ratio = under / base
     summary = {
         "baseline_p99_us": base,
         "under_attack_p99_us": under,
+        "control_p99_us": ctrl,
         "ratio": round(ratio, 2),
+        "control_ratio": round(ctrl / base, 2) if ctrl else None,
+        "attack_over_control": round(under / ctrl, 2) if ctrl else None,
         "target": "under-attack p99 <= 2x baseline p99",
         "met": ratio <= 2.0,
     }
@@ -125,12 +135,21 @@ def slowloris(args):
     print()
     print(f"- baseline p99 (median of {len(quiet)} quiet phases): **{base:.0f} µs**")
     print(f"- under-attack p99 (median of {len(attacked)} attacked phases): **{under:.0f} µs**")
-    print(f"- ratio: **{ratio:.2f}×** — target ≤ 2×: **{'met' if summary['met'] else 'MISSED'}**\n")
+    print(f"- ratio: **{ratio:.2f}×** — target ≤ 2×: **{'met' if summary['met'] else 'MISSED'}**")
+    if ctrl:
+        print(f"- control (the same attack on a decoy keygate; median of {len(control)}): "
+              f"**{ctrl:.0f} µs**, {summary['control_ratio']:.2f}× quiet: what the attackers' own "
+              f"load on the machine costs the legitimate client")
+        print(f"- under attack ÷ control: **{summary['attack_over_control']:.2f}×**: what being the "
+              f"target costs keygate's legitimate traffic beyond that")
+    print()
 
     print("### What the attackers got back\n")
     for p in (p for p in phases if p["attack"]):
-        print(f"**{p['tag']}** — keygate answered (all listeners, legitimate load included): "
-              + ", ".join(f"{s}: {n}" for s, n in p["keygate_statuses"].items()))
+        answered = p.get("decoy_statuses", p["keygate_statuses"])
+        who = ("the decoy answered" if p["target"] == "decoy"
+               else "keygate answered (all listeners, legitimate load included)")
+        print(f"**{p['tag']}** — {who}: " + ", ".join(f"{s}: {n}" for s, n in answered.items()))
         for mode, label in (("slowloris", f"slowhttptest -H, {args.conns} conns"),
                             ("slow_body", f"slowhttptest -B with a valid key, {args.conns} conns")):
             runs = p[mode]

@@ -17,10 +17,16 @@
 #     headers (431), oversized bodies (413), malformed requests (400) and invalid keys (401,
 #     then 429 from the failed-authentication guard).
 # Throughout each phase a probe also opens a new connection every 0.5 s (curl to [::1], one
-# request, 5 s at most), which shows whether keygate still accepts connections. Rounds alternate
-# quiet and attacked phases (default 2 rounds of 20 s each). Prints the median
-# p99 quiet and under attack, their ratio against the target (under attack ≤ 2× quiet), and
-# what the attackers got back; writes everything to bench/results/attack-slowloris-<UTC>.json.
+# request, 5 s at most), which shows whether keygate still accepts connections.
+#
+# Each round (default 2, of 20 s phases) has three phases: quiet (no attack), attack (the
+# attackers against keygate) and control (the same attackers against a decoy: a second keygate
+# with the same config and upstream, on the same machine). On 2 cores the attackers' own CPU
+# slows the legitimate client whoever they attack; the control shows how much of the
+# under-attack p99 is that, and how much is keygate itself. Prints the median p99 of each kind
+# of phase, the ratio under attack ÷ quiet against the target (≤ 2×), control ÷ quiet and
+# attack ÷ control, and what the attackers got back; writes everything to
+# bench/results/attack-slowloris-<UTC>.json.
 #
 # Client IPs: the legitimate client connects to keygate's [::1] listener, the attackers to
 # 127.0.0.1 (slowhttptest, which cannot bind) and from 127.0.0.2/127.0.0.3 (flood.py), so the
@@ -30,9 +36,9 @@
 # Config: keygate's defaults (header_read_timeout 10s, idle_timeout 60s, max_header_bytes 16384,
 # max_headers 100, max_connections 10000) except max_body_bytes = 1 MiB, so that each oversized
 # chunked body costs the attacker 1 MiB, not 10; --max-connections M sets server.max_connections
-# (below 2×C the slow connections alone fill it, which the probe shows). Needs slowhttptest (apt-get install -y
-# slowhttptest), curl, ss; builds the release binaries into $CARGO_TARGET_DIR (set
-# ATTACK_NO_BUILD=1 to skip), e.g.
+# (below 2×C the slow connections alone fill it, which the probe shows). Needs slowhttptest
+# (apt-get install -y slowhttptest), curl, ss; builds the release binaries into
+# $CARGO_TARGET_DIR (set ATTACK_NO_BUILD=1 to skip), e.g.
 #   CARGO_TARGET_DIR=/work/bench-target bench/attack/slowloris.sh
 set -Eeuo pipefail
 
@@ -48,7 +54,7 @@ while (($#)); do
     --conns) CONNS=$2; shift ;;
     --flood-rate) FLOOD_RATE=$2; shift ;;
     --max-connections) MAX_CONNECTIONS=$2; shift ;;
-    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) die "unknown option $1 (try --help)" ;;
     esac
     shift
@@ -64,15 +70,24 @@ SERVER="max_body_bytes = $MAX_BODY"
 [[ -z $MAX_CONNECTIONS ]] || SERVER+=$'\n'"max_connections = $MAX_CONNECTIONS"
 attack_setup "$SERVER"
 LEGIT_KEY=$(create_key legit)
-FLOOD_KEY=$(create_key flood-keyed)
-SLOW_KEY=$(create_key slow-body 60/60s)
-[[ -n $LEGIT_KEY && -n $FLOOD_KEY && -n $SLOW_KEY ]] || die "could not create the keys"
+declare -A PORT SOCKET FLOOD_KEY SLOW_KEY
+PORT[keygate]=$KG_PORT SOCKET[keygate]=$SOCK
+# The decoy: a second keygate, same config and upstream, that the control phases attack.
+start_keygate decoy "$SERVER"
+PORT[decoy]=$STARTED_PORT SOCKET[decoy]=$STARTED_SOCK
+log "decoy keygate (pid $STARTED_PID) on 127.0.0.1:$STARTED_PORT"
+for target in keygate decoy; do
+    FLOOD_KEY[$target]=$(create_key flood-keyed 100000000/1s "${SOCKET[$target]}")
+    SLOW_KEY[$target]=$(create_key slow-body 60/60s "${SOCKET[$target]}")
+    [[ -n ${FLOOD_KEY[$target]} && -n ${SLOW_KEY[$target]} ]] || die "could not create the keys"
+done
+[[ -n $LEGIT_KEY ]] || die "could not create the keys"
 URL_LEGIT="http://[::1]:$KG6_PORT/v1/chat/completions"
-URL_ATTACK="http://127.0.0.1:$KG_PORT/v1/chat/completions"
 
-# Status counts of keygate_requests_total, as "status count" lines.
+# Status counts of keygate_requests_total of the keygate with admin socket $1, as "status
+# count" lines.
 statuses() {
-    metrics | awk '/^keygate_requests_total\{/ {
+    metrics "$1" | awk '/^keygate_requests_total\{/ {
         match($0, /status="[0-9]+"/); s = substr($0, RSTART + 8, 3); n[s] += $NF }
         END { for (s in n) print s, n[s] }' | sort
 }
@@ -95,12 +110,12 @@ slow_loop() {
     done
 }
 
-# Samples keygate's open connections (IPv4 listener: the attackers) and CPU once a second into
-# $WORK/samples-TAG until killed.
+# Samples the open connections of port $2 (the attacked listener) and keygate's CPU once a
+# second into $WORK/samples-TAG until killed.
 sampler() {
-    local tag=$1
+    local tag=$1 port=$2
     while :; do
-        printf '%s %s %s\n' "$(date +%s.%N)" "$(open_conns)" "$(cpu_ticks "$KG_PID")" \
+        printf '%s %s %s\n' "$(date +%s.%N)" "$(open_conns "$port")" "$(cpu_ticks "$KG_PID")" \
             >>"$WORK/samples-$tag"
         sleep 1
     done
@@ -124,43 +139,50 @@ legit() {
         die "the legitimate client failed: $(cat "$WORK/legit-$1.err")"
 }
 
+# phase TAG TARGET: the legitimate load against keygate, while TARGET (keygate, decoy, or
+# none) is attacked.
 phase() {
-    local tag=$1 attack=$2 before after pids=() sp pp
-    statuses >"$WORK/status-before-$tag"
+    local tag=$1 target=$2 attack=1 before after pids=() sp pp port url
+    [[ $target != none ]] || attack=0
+    port=${PORT[${target/none/keygate}]}
+    url="http://127.0.0.1:$port/v1/chat/completions"
+    statuses "$SOCK" >"$WORK/status-before-$tag"
+    [[ $target != decoy ]] || statuses "${SOCKET[decoy]}" >"$WORK/decoy-status-before-$tag"
     local t0 up0 cpu0
     t0=$(date +%s.%N) up0=$(upstream_count requests) cpu0=$(cpu_ticks "$KG_PID")
-    sampler "$tag" &
+    sampler "$tag" "$port" &
     sp=$!
     prober "$tag" &
     pp=$!
     PIDS+=("$sp" "$pp")
     if ((attack)); then
         local deadline=$(($(date +%s) + RAMP + WARMUP + DURATION + 2))
-        slow_loop "H-$tag" "$deadline" -H -c "$CONNS" -r 100 -i 3 -x 24 -p 3 -u "$URL_ATTACK" &
+        slow_loop "H-$tag" "$deadline" -H -c "$CONNS" -r 100 -i 3 -x 24 -p 3 -u "$url" &
         pids+=($!)
         slow_loop "B-$tag" "$deadline" -B -c "$CONNS" -r 100 -i 2 -x 16 -s 8192 -p 3 \
-            -f application/json -j $'k=v\r\nAuthorization: Bearer '"$SLOW_KEY" -u "$URL_ATTACK" &
+            -f application/json -j $'k=v\r\nAuthorization: Bearer '"${SLOW_KEY[$target]}" -u "$url" &
         pids+=($!)
-        "$PY" "$ROOT/bench/attack/flood.py" --port "$KG_PORT" --key "$FLOOD_KEY" \
+        "$PY" "$ROOT/bench/attack/flood.py" --port "$port" --key "${FLOOD_KEY[$target]}" \
             --max-body "$MAX_BODY" --rate "$FLOOD_RATE" \
             --duration $((RAMP + WARMUP + DURATION + 1)) >"$WORK/flood-$tag.json" &
         pids+=($!)
         PIDS+=("${pids[@]}")
         sleep "$RAMP"
-        log "$tag: attack running, $(open_conns) connections open on the attacked listener"
+        log "$tag: attack on $target running, $(open_conns "$port") connections open on the attacked listener"
     fi
     legit "$tag"
     if ((attack)); then
-        log "$tag: legitimate load done; $(open_conns) attack connections open; waiting for the attackers"
+        log "$tag: legitimate load done; $(open_conns "$port") attack connections open; waiting for the attackers"
         wait "${pids[@]}" || true
     fi
     kill "$sp" "$pp" 2>/dev/null || true
     wait "$sp" "$pp" 2>/dev/null || true
     local t1 up1 cpu1
     t1=$(date +%s.%N) up1=$(upstream_count requests) cpu1=$(cpu_ticks "$KG_PID")
-    statuses >"$WORK/status-after-$tag"
-    printf '{"tag":"%s","attack":%d,"seconds":%s,"upstream_requests":%d,"keygate_cpu_s":%s,"loadavg":"%s"}\n' \
-        "$tag" "$attack" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" $((up1 - up0)) \
+    statuses "$SOCK" >"$WORK/status-after-$tag"
+    [[ $target != decoy ]] || statuses "${SOCKET[decoy]}" >"$WORK/decoy-status-after-$tag"
+    printf '{"tag":"%s","attack":%d,"target":"%s","seconds":%s,"upstream_requests":%d,"keygate_cpu_s":%s,"loadavg":"%s"}\n' \
+        "$tag" "$attack" "$target" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" $((up1 - up0)) \
         "$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" 'BEGIN{print (b-a)/hz}')" \
         "$(loadavg)" >"$WORK/phase-$tag.json"
     before=$(tr '\n' ' ' <"$WORK/status-before-$tag") after=$(tr '\n' ' ' <"$WORK/status-after-$tag")
@@ -173,11 +195,13 @@ phase() {
 log "load average before: $(loadavg)"
 for r in $(seq "$ROUNDS"); do
     wait_idle
-    phase "quiet-$r" 0
+    phase "quiet-$r" none
     sleep 2
-    phase "attack-$r" 1
-    # Let the attack connections die down before the next quiet phase (slow bodies are held
-    # by keygate until their client goes away, which the loops above made them do).
+    phase "attack-$r" keygate
+    # Let the attack connections die down (slow bodies are held by keygate until their
+    # client goes away, which the loops above made them do).
+    sleep 3
+    phase "control-$r" decoy
     sleep 3
 done
 log "load average after: $(loadavg)"
