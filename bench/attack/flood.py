@@ -35,6 +35,7 @@ import argparse
 import itertools
 import json
 import random
+import resource
 import socket
 import string
 import threading
@@ -232,6 +233,8 @@ def main():
         "sent": total,
         "rate": round(total / elapsed, 1),
         "late_over_100ms": late,
+        "cpu_s": round(sum(getattr(resource.getrusage(resource.RUSAGE_SELF), f)
+                           for f in ("ru_utime", "ru_stime")), 2),
         "bind": args.bind,
         "bind_keyed": args.bind_keyed,
         "outcomes": {n: dict(outcomes[n]) for n in names},

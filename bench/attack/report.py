@@ -44,6 +44,8 @@ def slow_runs(work, tag):
         exit_path = path[:-4] + ".exit"
         out_path = path[:-4] + ".out"
         ended = open(exit_path).read().strip() if os.path.exists(exit_path) else ""
+        cpu_path = path[:-4] + ".cpu"
+        cpu = open(cpu_path).read().split() if os.path.exists(cpu_path) else []
         text = open(out_path, errors="replace").read() if os.path.exists(out_path) else ""
         text = re.sub(r"\x1b\[[0-9;]*m", "", text)
         runs.append({
@@ -51,6 +53,7 @@ def slow_runs(work, tag):
             "closed_by_server": int(rows[-1]["Closed"]),
             "max_connected": max(int(r["Connected"]) for r in rows),
             "connected_at_end": int(rows[-1]["Connected"]),
+            "cpu_s": sum(float(x) for x in cpu[-2:]) if len(cpu) >= 2 else 0.0,
             "ended": ended,
             "service_unavailable_seen": re.search(r"service available:\s+NO", text) is not None,
         })
@@ -102,6 +105,8 @@ def slowloris(args):
             p["slow_body"] = slow_runs(work, f"B-{tag}")
             flood = os.path.join(work, f"flood-{tag}.json")
             p["flood"] = load(flood) if os.path.exists(flood) and os.path.getsize(flood) else None
+            p["attackers_cpu_s"] = round(sum(r["cpu_s"] for r in p["slowloris"] + p["slow_body"])
+                                         + ((p["flood"] or {}).get("cpu_s") or 0), 2)
         phases.append(p)
     order = {"none": 0, "keygate": 1, "decoy": 2}
     phases.sort(key=lambda p: (int(p["tag"].rsplit("-", 1)[1]), order[p["target"]]))
@@ -121,15 +126,18 @@ def slowloris(args):
         "met": ratio <= 2.0,
     }
 
-    print(f"## Slow connections and malformed requests vs a legitimate {args.rate} req/s load\n")
+    print(f"## Slow connections and malformed requests vs a legitimate {args.rate} req/s load"
+          + (" (pinned: keygate and the legitimate side on CPU 0, attackers and decoy on the last)"
+             if args.pin else "") + "\n")
     print("| phase | legit p50 µs | p99 µs | p99.9 µs | max µs | errors | late sends | keygate CPU | "
-          "attack conns open (max) | new-conn probe ok/all, median/max ms | upstream reqs | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "attackers' CPU | attack conns open (max) | new-conn probe ok/all, median/max ms | upstream reqs | load avg |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for p in phases:
         lg = p["legit"]
         print(f"| {p['tag']} | {lg['p50_us']:.0f} | {lg['p99_us']:.0f} | {lg['p999_us']:.0f} | "
               f"{lg['max_us']:.0f} | {lg['errors']} | {lg['late_sends']} | {p['keygate_cpu_pct']}% | "
-              f"{p.get('max_open_attack_connections', '')} | "
+              + (f"{100 * p['attackers_cpu_s'] / p['seconds']:.0f}% | " if "attackers_cpu_s" in p else "– | ")
+              + f"{p.get('max_open_attack_connections', '')} | "
               f"{p.get('probe_requests', 0) - p.get('probe_failed', 0)}/{p.get('probe_requests', 0)}, "
               f"{p.get('probe_median_ms')}/{p.get('probe_max_ms')} | {p['upstream_requests']} | {p['loadavg']} |")
     print()
@@ -336,6 +344,7 @@ def main():
     s.add_argument("--conns", type=int)
     s.add_argument("--flood-rate", type=int)
     s.add_argument("--duration", type=float)
+    s.add_argument("--pin", type=int, default=0)
     r = sub.add_parser("rapid_reset")
     r.add_argument("work")
     r.add_argument("out")

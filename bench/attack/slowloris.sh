@@ -3,7 +3,7 @@
 # under slow-connection and malformed-request attacks?
 #
 #   bench/attack/slowloris.sh [--rounds N] [--duration S] [--rate R] [--conns C] [--flood-rate F]
-#                             [--max-connections M]
+#                             [--max-connections M] [--pin]
 #
 # Measures the p99 latency of a legitimate open-loop load (examples/bench_client.rs `rate`: R
 # requests/s, default 800, HTTP/1.1 over 32 keep-alive connections, a valid key, POST
@@ -28,6 +28,11 @@
 # attack ÷ control, and what the attackers got back; writes everything to
 # bench/results/attack-slowloris-<UTC>.json.
 #
+# --pin keeps the two sides off each other's CPUs, as if the attackers were other machines:
+# keygate, the upstream, the legitimate client and the probe on CPU 0 (all but the last CPU),
+# the attackers and the decoy on the last CPU (taskset). The attackers' CPU use is reported per
+# phase either way (slowhttptest alone takes about 0.4 CPU per instance here).
+#
 # Client IPs: the legitimate client connects to keygate's [::1] listener, the attackers to
 # 127.0.0.1 (slowhttptest, which cannot bind) and from 127.0.0.2/127.0.0.3 (flood.py), so the
 # per-IP failed-authentication guard (server.auth_failure_limit, left at its default of 20/60s)
@@ -45,7 +50,7 @@ set -Eeuo pipefail
 # shellcheck source=bench/attack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROUNDS=2 DURATION=20 RATE=800 CONNS=300 FLOOD_RATE=300 MAX_CONNECTIONS=''
+ROUNDS=2 DURATION=20 RATE=800 CONNS=300 FLOOD_RATE=300 MAX_CONNECTIONS='' PIN=0
 while (($#)); do
     case $1 in
     --rounds) ROUNDS=$2; shift ;;
@@ -54,6 +59,7 @@ while (($#)); do
     --conns) CONNS=$2; shift ;;
     --flood-rate) FLOOD_RATE=$2; shift ;;
     --max-connections) MAX_CONNECTIONS=$2; shift ;;
+    --pin) PIN=1 ;;
     -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) die "unknown option $1 (try --help)" ;;
     esac
@@ -64,16 +70,32 @@ RAMP=5
 WARMUP=1
 MAX_BODY=1048576
 
-need slowhttptest:slowhttptest curl:curl ss:iproute2 "$PY:python3"
+need slowhttptest:slowhttptest curl:curl ss:iproute2 "$PY:python3" taskset:util-linux
+# Command prefixes that put a process on the serving side's CPUs or on the attackers' CPU.
+SERVE=() ATTACK=() SERVE_CPUS='' ATTACK_CPUS=''
+if ((PIN)); then
+    last=$(($(nproc) - 1))
+    ((last >= 1)) || die "--pin needs at least 2 CPUs"
+    SERVE_CPUS=0-$((last - 1)) ATTACK_CPUS=$last
+    SERVE=(taskset -c "$SERVE_CPUS") ATTACK=(taskset -c "$ATTACK_CPUS")
+fi
+# pin PID CPUS: moves every thread of process PID to CPUS (nothing if CPUS is empty).
+pin() {
+    [[ -n $2 ]] || return 0
+    taskset -a -p -c "$2" "$1" >/dev/null
+}
 build
 SERVER="max_body_bytes = $MAX_BODY"
 [[ -z $MAX_CONNECTIONS ]] || SERVER+=$'\n'"max_connections = $MAX_CONNECTIONS"
 attack_setup "$SERVER"
+pin "$KG_PID" "$SERVE_CPUS"
+pin "$UP_PID" "$SERVE_CPUS"
 LEGIT_KEY=$(create_key legit)
 declare -A PORT SOCKET FLOOD_KEY SLOW_KEY
 PORT[keygate]=$KG_PORT SOCKET[keygate]=$SOCK
 # The decoy: a second keygate, same config and upstream, that the control phases attack.
 start_keygate decoy "$SERVER"
+pin "$STARTED_PID" "$ATTACK_CPUS"
 PORT[decoy]=$STARTED_PORT SOCKET[decoy]=$STARTED_SOCK
 log "decoy keygate (pid $STARTED_PID) on 127.0.0.1:$STARTED_PORT"
 for target in keygate decoy; do
@@ -100,8 +122,12 @@ slow_loop() {
     trap '[[ -n $child ]] && kill "$child" 2>/dev/null; exit 0' TERM
     while (($(date +%s) < deadline - 2)); do
         i=$((i + 1))
-        slowhttptest "$@" -l $((deadline - $(date +%s))) -g -o "$WORK/slow-$tag-$i" \
-            >"$WORK/slow-$tag-$i.out" 2>&1 &
+        # The CPU it used (user and system seconds) goes to slow-TAG-N.cpu.
+        (
+            TIMEFORMAT='%U %S'
+            time "${ATTACK[@]}" slowhttptest "$@" -l $((deadline - $(date +%s))) -g -o "$WORK/slow-$tag-$i" \
+                >"$WORK/slow-$tag-$i.out" 2>&1
+        ) 2>"$WORK/slow-$tag-$i.cpu" &
         child=$!
         wait "$child" || true
         child=''
@@ -126,7 +152,7 @@ sampler() {
 prober() {
     local tag=$1
     while :; do
-        curl -s -o /dev/null --max-time 5 -w '%{time_total} %{http_code}\n' \
+        "${SERVE[@]}" curl -s -o /dev/null --max-time 5 -w '%{time_total} %{http_code}\n' \
             -H "authorization: Bearer $LEGIT_KEY" -H 'content-type: application/json' \
             -d '{"model":"gpt-4o-mini","messages":[]}' "$URL_LEGIT" >>"$WORK/probe-$tag" || true
         sleep 0.5
@@ -134,7 +160,7 @@ prober() {
 }
 
 legit() {
-    "$BIN/examples/bench_client" rate "$URL_LEGIT" --key "$LEGIT_KEY" --rate "$RATE" \
+    "${SERVE[@]}" "$BIN/examples/bench_client" rate "$URL_LEGIT" --key "$LEGIT_KEY" --rate "$RATE" \
         --duration "$DURATION" --warmup "$WARMUP" >"$WORK/legit-$1.json" 2>"$WORK/legit-$1.err" ||
         die "the legitimate client failed: $(cat "$WORK/legit-$1.err")"
 }
@@ -162,7 +188,7 @@ phase() {
         slow_loop "B-$tag" "$deadline" -B -c "$CONNS" -r 100 -i 2 -x 16 -s 8192 -p 3 \
             -f application/json -j $'k=v\r\nAuthorization: Bearer '"${SLOW_KEY[$target]}" -u "$url" &
         pids+=($!)
-        "$PY" "$ROOT/bench/attack/flood.py" --port "$port" --key "${FLOOD_KEY[$target]}" \
+        "${ATTACK[@]}" "$PY" "$ROOT/bench/attack/flood.py" --port "$port" --key "${FLOOD_KEY[$target]}" \
             --max-body "$MAX_BODY" --rate "$FLOOD_RATE" \
             --duration $((RAMP + WARMUP + DURATION + 1)) >"$WORK/flood-$tag.json" &
         pids+=($!)
@@ -190,7 +216,7 @@ phase() {
 }
 
 # Warms keygate's connection pools and caches; not reported.
-"$BIN/examples/bench_client" rate "$URL_LEGIT" --key "$LEGIT_KEY" --rate "$RATE" --duration 3 \
+"${SERVE[@]}" "$BIN/examples/bench_client" rate "$URL_LEGIT" --key "$LEGIT_KEY" --rate "$RATE" --duration 3 \
     --warmup 0 >/dev/null
 log "load average before: $(loadavg)"
 for r in $(seq "$ROUNDS"); do
@@ -209,5 +235,5 @@ log "load average after: $(loadavg)"
 mkdir -p "$ROOT/bench/results"
 OUT=$ROOT/bench/results/attack-slowloris-$(date -u +%Y%m%dT%H%M%SZ).json
 "$PY" "$ROOT/bench/attack/report.py" slowloris "$WORK" "$OUT" \
-    --rate "$RATE" --conns "$CONNS" --flood-rate "$FLOOD_RATE" --duration "$DURATION"
+    --rate "$RATE" --conns "$CONNS" --flood-rate "$FLOOD_RATE" --duration "$DURATION" --pin "$PIN"
 log "wrote $OUT"
