@@ -123,7 +123,13 @@ enum Conn {
 }
 
 async fn connect(o: &Options) -> anyhow::Result<Conn> {
-    let host = o.uri.host().context("URL has no host")?;
+    // An IPv6 literal comes with its brackets, which neither connect nor TLS names take.
+    let host = o
+        .uri
+        .host()
+        .context("URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     let port = o
         .uri
         .port_u16()

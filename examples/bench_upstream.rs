@@ -7,6 +7,11 @@
 //!   `stream_options.include_usage` is set, then `data: [DONE]`. Every chunk carries
 //!   `"bench_sent_us"`, the Unix time in µs at which it was written, so a client on the same
 //!   machine can tell how long each event spent on its way (`bench_client sse`).
+//! - `GET /bench/requests` answers how many requests reached it so far (this one not included):
+//!   `{"requests":N,"chat_completions":M,"first_us":F,"last_us":L,"connections":C}`, M of them
+//!   to `/v1/chat/completions`, the first of those at Unix µs F and the last at L (0 if none),
+//!   over C accepted TCP connections. `POST /bench/reset` sets them all back to 0. The attack scripts (`bench/attack/`) count
+//!   with it what got through keygate, and when.
 //! - Anything else answers 404.
 //!
 //! HTTP/1.1 and HTTP/2 (prior knowledge) on one plain port, `TCP_NODELAY` on every accepted
@@ -17,6 +22,7 @@
 //! ```
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -38,6 +44,16 @@ const COMPLETION: &str = r#"{"id":"chatcmpl-bench0000000000000001","object":"cha
 
 type Body = Either<Full<Bytes>, ChannelBody>;
 
+/// Requests that reached [`answer`], `GET /bench/requests` aside.
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Of those, requests to `/v1/chat/completions`, whatever their method.
+static CHAT_REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// Unix µs of the first and the last of them (0: none yet).
+static CHAT_FIRST_US: AtomicU64 = AtomicU64::new(0);
+static CHAT_LAST_US: AtomicU64 = AtomicU64::new(0);
+/// TCP connections accepted.
+static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
 fn main() -> anyhow::Result<()> {
     let addr = std::env::args()
         .nth(1)
@@ -58,6 +74,7 @@ fn main() -> anyhow::Result<()> {
                     continue;
                 }
             };
+            CONNECTIONS.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -69,6 +86,36 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if req.method() == Method::GET && req.uri().path() == "/bench/requests" {
+        let counts = format!(
+            r#"{{"requests":{},"chat_completions":{},"first_us":{},"last_us":{},"connections":{}}}"#,
+            REQUESTS.load(Ordering::Relaxed),
+            CHAT_REQUESTS.load(Ordering::Relaxed),
+            CHAT_FIRST_US.load(Ordering::Relaxed),
+            CHAT_LAST_US.load(Ordering::Relaxed),
+            CONNECTIONS.load(Ordering::Relaxed)
+        );
+        return Ok(full(StatusCode::OK, "application/json", counts.into()));
+    }
+    if req.method() == Method::POST && req.uri().path() == "/bench/reset" {
+        for counter in [
+            &REQUESTS,
+            &CHAT_REQUESTS,
+            &CHAT_FIRST_US,
+            &CHAT_LAST_US,
+            &CONNECTIONS,
+        ] {
+            counter.store(0, Ordering::Relaxed);
+        }
+        return Ok(full(StatusCode::OK, "application/json", "{}".into()));
+    }
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    if req.uri().path() == "/v1/chat/completions" {
+        CHAT_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        let now = unix_us() as u64;
+        let _ = CHAT_FIRST_US.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        CHAT_LAST_US.fetch_max(now, Ordering::Relaxed);
+    }
     if req.method() != Method::POST || req.uri().path() != "/v1/chat/completions" {
         return Ok(full(StatusCode::NOT_FOUND, "application/json", "{}".into()));
     }
