@@ -4,10 +4,11 @@
 //! Reading is cheap: the body is checked to be one JSON object and only the handful of
 //! top-level fields keygate looks at are picked out, borrowed in place, with the rest skipped
 //! (no tree of values is built for a long `messages` array). Only a request keygate must change
-//! (a preset's model and prompt, `stream_options.include_usage`) is parsed whole, changed and
-//! serialised again; every other body goes upstream as the client's exact bytes. A body naming
-//! one of those fields twice is refused: which copy an upstream would use is anyone's guess, and
-//! a policy check must not read a different one.
+//! (a preset's model and prompt, `stream_options.include_usage`) is split into its top-level
+//! members, and only the members it changes are rebuilt; every other member, and every body it
+//! does not change, goes upstream as the client's exact bytes. A body naming one of those
+//! fields twice is refused: which copy an upstream would use is anyone's guess, and a policy
+//! check must not read a different one.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -46,13 +47,13 @@ struct StreamOptions<'a> {
     include_usage: Option<&'a RawValue>,
 }
 
-/// A string value, or `None` for any other kind of value.
 /// A value keygate puts into a body, as JSON text.
 fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value)
         .expect("strings, JSON values and lists of raw JSON always serialise")
 }
 
+/// A string value, or `None` for any other kind of value.
 fn string(raw: Option<&RawValue>) -> Option<String> {
     raw.and_then(|r| serde_json::from_str::<Cow<'_, str>>(r.get()).ok())
         .map(Cow::into_owned)
