@@ -95,48 +95,40 @@ pub async fn handle(app: Arc<App>, conn: Conn, req: Request<Incoming>) -> Respon
         let mut resp = plain(StatusCode::NO_CONTENT, "");
         headers::preflight(req.headers(), resp.headers_mut());
         resp
-    } else if !guard::path_is_clean(req.uri().path()) {
-        let refusal = Refusal::from((
-            Denied::new(
-                Code::InvalidRequest,
-                "the path has dot segments or encoded separators",
-            ),
-            ErrorStyle::OpenAi,
-        ));
-        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-        refuse(
-            &app,
-            &live,
-            refusal,
-            &request_id,
-            &method,
-            &path,
-            conn,
-            started,
-        )
     } else {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
-        let (parts, incoming) = req.into_parts();
-        let mut body = Some(incoming);
-        match serve(&app, &live, conn, parts, &mut body, &request_id, started).await {
-            Ok(resp) => resp,
-            Err(refusal) => {
-                if let Some(unread) = body.take() {
-                    drain(unread).await;
-                }
-                refuse(
-                    &app,
-                    &live,
-                    refusal,
-                    &request_id,
-                    &method,
-                    &path,
-                    conn,
-                    started,
-                )
+        let outcome = if guard::path_is_clean(&path) {
+            let (parts, incoming) = req.into_parts();
+            let mut body = Some(incoming);
+            let outcome = serve(&app, &live, conn, parts, &mut body, &request_id, started).await;
+            if outcome.is_err()
+                && let Some(unread) = body.take()
+            {
+                drain(unread).await;
             }
-        }
+            outcome
+        } else {
+            Err(Refusal::from((
+                Denied::new(
+                    Code::InvalidRequest,
+                    "the path has dot segments or encoded separators",
+                ),
+                ErrorStyle::OpenAi,
+            )))
+        };
+        outcome.unwrap_or_else(|refusal| {
+            refuse(
+                &app,
+                &live,
+                refusal,
+                &request_id,
+                &method,
+                &path,
+                conn,
+                started,
+            )
+        })
     };
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert("x-request-id", v);
