@@ -26,11 +26,11 @@ impl OriginPattern {
     /// and reduced to its host, since that is what operators paste.
     pub fn parse(input: &str) -> Result<OriginPattern, String> {
         let input = input.trim();
-        if let Ok(v6) = input.parse::<std::net::Ipv6Addr>() {
-            // A bare IPv6 address, as stored before patterns kept their brackets.
-            return Ok(OriginPattern::Exact(v6.to_string()));
-        }
-        let host = host_of(input).ok_or_else(|| format!("{input:?} is not a host name"))?;
+        // A bare IPv6 address (as stored before patterns kept their brackets) is its own host.
+        let host = match input.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => input.to_owned(),
+            Err(_) => host_of(input).ok_or_else(|| format!("{input:?} is not a host name"))?,
+        };
         if host.contains(':') {
             // Only an IPv6 address has a colon in its host: one spelling per address (`0:0::1`
             // is `::1`), as browsers send it in `Origin`; no wildcards.

@@ -40,13 +40,6 @@ struct Peek<'a> {
     max_output_tokens: Option<&'a RawValue>,
 }
 
-/// `stream_options`, for its `include_usage`.
-#[derive(Deserialize)]
-struct StreamOptions<'a> {
-    #[serde(borrow)]
-    include_usage: Option<&'a RawValue>,
-}
-
 /// A value keygate puts into a body, as JSON text.
 fn raw<T: serde::Serialize + ?Sized>(value: &T) -> Box<RawValue> {
     serde_json::value::to_raw_value(value)
@@ -67,8 +60,8 @@ pub struct JsonBody {
     assistant_id: Option<String>,
     stream: bool,
     max_tokens: Option<u64>,
-    /// The client asked for the usage chunk itself.
-    include_usage: bool,
+    /// The `stream_options` object, read once; `None` when there is none.
+    stream_options: Option<Map<String, Value>>,
     /// The client sent a `stream_options` keygate cannot edit: not an object, or one holding
     /// what serde_json cannot read back (a number beyond f64). keygate leaves it alone.
     odd_stream_options: bool,
@@ -86,11 +79,9 @@ impl JsonBody {
         // Anything but one object (an array, broken JSON, trailing data) fails here.
         let peek: Peek<'_> = object(text.as_bytes())?;
         let number = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
-        let include_usage = peek
+        let options = peek
             .stream_options
-            .and_then(|r| object::<StreamOptions<'_>>(r.get().as_bytes()))
-            .and_then(|o| o.include_usage)
-            .is_some_and(|r| r.get() == "true");
+            .map(|r| serde_json::from_str::<Map<String, Value>>(r.get()));
         let body = JsonBody {
             model: string(peek.model),
             assistant_id: string(peek.assistant_id),
@@ -98,10 +89,8 @@ impl JsonBody {
             max_tokens: number(peek.max_completion_tokens)
                 .or_else(|| number(peek.max_tokens))
                 .or_else(|| number(peek.max_output_tokens)),
-            include_usage,
-            odd_stream_options: peek
-                .stream_options
-                .is_some_and(|r| serde_json::from_str::<Map<String, Value>>(r.get()).is_err()),
+            odd_stream_options: matches!(options, Some(Err(_))),
+            stream_options: options.and_then(Result::ok),
             edited: None,
             original: bytes,
         };
@@ -141,23 +130,20 @@ impl JsonBody {
     pub fn request_stream_usage(&mut self) -> bool {
         // A non-object stream_options is the client's mistake; let the upstream say so, with
         // the body as sent.
-        if self.include_usage || self.odd_stream_options {
+        let asked = self
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.get("include_usage") == Some(&Value::Bool(true)));
+        if asked || self.odd_stream_options {
             return false;
         }
+        let mut options = self.stream_options.clone().unwrap_or_default();
+        options.insert("include_usage".into(), Value::Bool(true));
         let Some(members) = self.object_mut() else {
             return false;
         };
-        let mut options = match members.get("stream_options") {
-            None => Map::new(),
-            Some(raw) => match serde_json::from_str::<Value>(raw.get()) {
-                Ok(Value::Object(options)) => options,
-                // `parse` saw an object here.
-                _ => Map::new(),
-            },
-        };
-        options.insert("include_usage".into(), Value::Bool(true));
         members.insert("stream_options".into(), raw(&options));
-        self.include_usage = true;
+        self.stream_options = Some(options);
         true
     }
 
