@@ -426,3 +426,65 @@ fn a_store_with_overwritten_pages_is_refused_as_corrupt_and_left_alone() {
         "the corrupt pages were left as they were"
     );
 }
+
+/// HTTP/2 rapid reset after acceptance (CVE-2023-44487 with one HEADERS+RST_STREAM pair per
+/// write, so hyper's limit on resets before acceptance never trips): each stream used to reach
+/// the upstream call before its reset was seen, and its dropped connect left one upstream TCP
+/// connection per stream. A stream reset along with its request now costs the upstream nothing.
+#[tokio::test]
+async fn streams_reset_along_with_their_request_never_reach_the_upstream() {
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::start(&upstream_config(upstream.addr)).await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let uri: http::Uri = app.url("/v1/chat/completions").parse().unwrap();
+    let request = || {
+        http::Request::post(uri.clone())
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(())
+            .unwrap()
+    };
+    let (mut sent, mut connections) = (0, 0);
+    while sent < 300 {
+        let tcp = TcpStream::connect(app.addr).await.unwrap();
+        let Ok((client, conn)) = h2::client::handshake(tcp).await else {
+            continue;
+        };
+        connections += 1;
+        let conn = tokio::spawn(conn);
+        let mut client = client;
+        while sent < 300 && !conn.is_finished() {
+            let Ok(ready) = client.ready().await else {
+                break;
+            };
+            client = ready;
+            let Ok((_response, mut stream)) = client.send_request(request(), true) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+            sent += 1;
+            // One pair per write: let the connection task flush it on its own.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        conn.abort();
+    }
+    // Anything still on its way to the upstream gets there.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        upstream.connections() <= 30,
+        "{sent} reset streams on {connections} connections made {} upstream connections and {} requests",
+        upstream.connections(),
+        upstream.received().len()
+    );
+    // keygate still serves, through the pool.
+    let answer = client::send(
+        &client::client(),
+        post(
+            &app.url("/v1/chat/completions"),
+            Some(&key),
+            &json!({"model": "m", "messages": []}),
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+}

@@ -30,7 +30,8 @@ use crate::proxy::{self, Conn};
 const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 /// Streams a peer may reset before their handlers ran: the rapid-reset (CVE-2023-44487) guard.
 const H2_MAX_PENDING_RESETS: usize = 20;
-/// Resets keygate itself may have to send, per connection, before it closes it.
+/// Resets keygate itself may have to send, per connection, before it closes it. (Streams reset
+/// after acceptance are cancelled before their handler works: see the service in [`serve`].)
 const H2_MAX_LOCAL_RESETS: usize = 256;
 
 /// A bound data-plane listener.
@@ -107,6 +108,12 @@ pub async fn serve(
                 let app = Arc::clone(&app);
                 let in_flight = counted.begin();
                 async move {
+                    if req.version() == http::Version::HTTP_2 {
+                        // hyper checks a stream for a reset only while its handler is pending:
+                        // pending once first lets a RST_STREAM that came with the request cancel
+                        // it before any work (else each reset cost an upstream connect).
+                        tokio::task::yield_now().await;
+                    }
                     let resp = proxy::handle(app, conn, req).await;
                     Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, in_flight)))
                 }

@@ -49,6 +49,7 @@ impl Received {
 pub struct FakeUpstream {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
     gates: Arc<Mutex<std::collections::HashMap<String, Arc<Semaphore>>>>,
 }
 
@@ -63,6 +64,7 @@ impl FakeUpstream {
         let upstream = FakeUpstream {
             addr,
             received: Arc::default(),
+            connections: Arc::default(),
             gates: Arc::default(),
         };
         let server = upstream.clone();
@@ -72,6 +74,9 @@ impl FakeUpstream {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
+                server
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let server = server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -90,6 +95,11 @@ impl FakeUpstream {
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn last(&self) -> Received {
