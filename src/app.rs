@@ -321,6 +321,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (force_tx, force_rx) = tokio::sync::watch::channel(false);
+    let permits = Arc::new(Semaphore::new(app.config().server.max_connections));
+    let data = crate::net::workers::serve_all(listeners.data, &app, &permits, &stop_rx, &force_rx)
+        .map_err(|e| StartError::Io(format!("cannot start the data-plane workers: {e}")))?;
     let admin = tokio::spawn(crate::admin::serve(
         listeners.admin,
         Arc::clone(&app),
@@ -348,17 +352,7 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let permits = Arc::new(Semaphore::new(app.config().server.max_connections));
-    let mut data = tokio::task::JoinSet::new();
-    for listener in listeners.data {
-        tracing::info!(addr = %listener.addr, tls = listener.tls.is_some(), "data plane listening");
-        data.spawn(crate::net::tcp::serve(
-            listener,
-            Arc::clone(&app),
-            Arc::clone(&permits),
-            stop_rx.clone(),
-        ));
-    }
+
     crate::control::notify_systemd(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("serving config generation {}", app.generation())),
@@ -371,12 +365,15 @@ pub async fn run(
         "shutting down: draining connections"
     );
     let _ = stop_tx.send(true);
+    let mut data = data;
     if tokio::time::timeout(grace, async { while data.join_next().await.is_some() {} })
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the shutdown grace; closing them");
         data.abort_all();
+        let _ = force_tx.send(true);
+        while data.join_next().await.is_some() {}
     }
     if let Err(e) = admin.await {
         tracing::error!(error = %e, "admin server task failed");

@@ -28,7 +28,7 @@ pub fn serve(config: Option<&Path>) -> anyhow::Result<()> {
         let app = tokio::task::spawn_blocking(move || App::open(snapshot, Clock::system()))
             .await
             .context("startup task failed")??;
-        let data = net::tcp::bind_all(&app).await?;
+        let data = net::tcp::bind_all(&app, net::workers::count()).await?;
         let admin = net::unix::bind(&socket)
             .with_context(|| format!("cannot bind the admin socket {}", socket.display()))?;
         tracing::info!(

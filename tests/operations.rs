@@ -370,3 +370,68 @@ async fn sigterm_lets_a_stream_finish_flushes_usage_and_exits_cleanly() {
     assert_eq!(totals.counts.requests, 1);
     assert_eq!(totals.counts.output_tokens, 3);
 }
+
+/// `keygate serve` runs one data-plane thread per core, each with its own socket on the
+/// listener's port: every connection is served whichever socket the kernel picked, a stream in
+/// flight at shutdown still finishes, and one that outlives the grace does not hold the
+/// process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_threads_share_the_port_and_drain_at_shutdown() {
+    let upstream = FakeUpstream::start().await;
+    let app = TestApp::start_with_workers(
+        "shutdown_grace = \"2s\"",
+        &upstream_config(upstream.addr),
+        2,
+    )
+    .await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let url = app.url("/v1/chat/completions");
+    for i in 0..24 {
+        // A fresh client each time: a new connection, so a new pick of socket by the kernel.
+        let answer = send(&client::client(), post(&url, Some(&key), &chat())).await;
+        assert_eq!(answer.status, 200, "request {i}: {answer:?}");
+    }
+
+    let streaming = |gate: &str| {
+        let mut req = post(
+            &url,
+            Some(&key),
+            &json!({"model": "gpt-4o", "stream": true, "messages": []}),
+        );
+        req.headers_mut()
+            .insert("x-fake-gate", gate.parse().unwrap());
+        client::client().request(req)
+    };
+    upstream.release_gate("drained", 1);
+    upstream.release_gate("stuck", 1);
+    let drained = streaming("drained").await.unwrap();
+    let stuck = streaming("stuck").await.unwrap();
+    let (mut drained, mut stuck) = (drained.into_body(), stuck.into_body());
+    assert!(drained.frame().await.is_some() && stuck.frame().await.is_some());
+
+    let started = std::time::Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    upstream.release_gate("drained", 10);
+    let mut rest = String::new();
+    while let Some(frame) = drained.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            rest.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    assert!(
+        rest.ends_with("data: [DONE]\n\n"),
+        "the stream finished: {rest}"
+    );
+    // The stuck stream is cut at the end of the grace, and the server stops.
+    tokio::time::timeout(std::time::Duration::from_secs(10), stopping)
+        .await
+        .expect("keygate stopped after the grace")
+        .unwrap();
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+    while let Some(frame) = stuck.frame().await {
+        if frame.is_err() {
+            break;
+        }
+    }
+}

@@ -1,10 +1,12 @@
-//! Sockets: the admin Unix socket with its peer checks (`unix`), and what every accept loop
+//! Sockets: the admin Unix socket with its peer checks (`unix`), the data-plane listeners
+//! (`tcp`, `tls`) and the threads that serve them (`workers`), and what every accept loop
 //! shares, such as backing off on accept errors instead of exiting or spinning.
 
 pub mod idle;
 pub mod tcp;
 pub mod tls;
 pub mod unix;
+pub mod workers;
 
 use std::time::Duration;
 

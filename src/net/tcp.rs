@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
@@ -34,12 +34,18 @@ const H2_MAX_PENDING_RESETS: usize = 20;
 /// after acceptance are cancelled before their handler works: see the service in [`serve`].)
 const H2_MAX_LOCAL_RESETS: usize = 256;
 
-/// A bound data-plane listener.
+/// The accept queue of each listening socket (tokio's own default).
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A bound data-plane listening socket, not yet tied to a runtime: the worker that serves it
+/// registers it with its own.
 pub struct DataListener {
-    pub listener: TcpListener,
+    pub listener: std::net::TcpListener,
     pub addr: SocketAddr,
     /// `Some` for TLS: the acceptor resolving certificates from the live config.
     pub tls: Option<TlsAcceptor>,
+    /// The data-plane worker ([`super::workers`]) that serves this socket.
+    pub worker: usize,
 }
 
 /// The HTTP builder for data-plane connections, from `[server]`.
@@ -74,6 +80,13 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut backoff = Backoff::new();
     let name = listener.addr.to_string();
+    let accepting = match TcpListener::from_std(listener.listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listener = %name, error = %e, "cannot serve a data-plane socket");
+            return;
+        }
+    };
     loop {
         let permit = tokio::select! {
             _ = super::stopped(&mut stop) => break,
@@ -84,7 +97,7 @@ pub async fn serve(
         };
         let (stream, peer) = tokio::select! {
             _ = super::stopped(&mut stop) => break,
-            accepted = listener.listener.accept() => match accepted {
+            accepted = accepting.accept() => match accepted {
                 Ok(a) => { backoff.reset(); a }
                 Err(e) => { backoff.wait(&name, &e).await; continue; }
             },
@@ -147,7 +160,7 @@ pub async fn serve(
             }
         });
     }
-    drop(listener);
+    drop(accepting);
     graceful.shutdown().await;
 }
 
@@ -170,16 +183,26 @@ async fn handshake(
     }
 }
 
-/// Binds every configured data-plane listener (before any is served, so a port clash fails
-/// startup cleanly).
-pub async fn bind_all(app: &App) -> std::io::Result<Vec<DataListener>> {
+/// Binds every configured data-plane listener, `workers` sockets each (before any is served,
+/// so a port clash fails startup cleanly). With more than one worker the sockets share their
+/// port with `SO_REUSEPORT`, and the kernel spreads new connections over them.
+pub async fn bind_all(app: &App, workers: usize) -> std::io::Result<Vec<DataListener>> {
     let config = app.config();
-    let mut out = Vec::with_capacity(config.listeners.len());
+    let workers = workers.max(1);
+    let mut out = Vec::with_capacity(config.listeners.len() * workers);
     for l in &config.listeners {
-        let listener = TcpListener::bind(l.addr).await.map_err(|e| {
+        let shared = workers > 1;
+        let first = bind(l.addr, shared).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
         })?;
-        let addr = listener.local_addr()?;
+        // Port 0 is resolved once: the other workers' sockets join the port the first got.
+        let addr = first.local_addr()?;
+        let mut sockets = vec![first];
+        for _ in 1..workers {
+            sockets.push(bind(addr, shared).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?);
+        }
         let tls = match &l.tls {
             None => None,
             Some(_) => {
@@ -189,11 +212,30 @@ pub async fn bind_all(app: &App) -> std::io::Result<Vec<DataListener>> {
                 Some(TlsAcceptor::from(config))
             }
         };
-        out.push(DataListener {
-            listener,
-            addr,
-            tls,
-        });
+        for (worker, listener) in sockets.into_iter().enumerate() {
+            out.push(DataListener {
+                listener,
+                addr,
+                tls: tls.clone(),
+                worker,
+            });
+        }
     }
     Ok(out)
+}
+
+/// One listening socket on `addr` (`SO_REUSEADDR` as tokio sets it; `SO_REUSEPORT` if `shared`),
+/// released from the current runtime so any worker's runtime can take it.
+fn bind(addr: SocketAddr, shared: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
 }

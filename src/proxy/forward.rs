@@ -73,7 +73,8 @@ impl Forward<'_> {
 
         let captured = hyper_util::client::legacy::connect::capture_connection(&mut req);
         let sent = Instant::now();
-        let resp = match tokio::time::timeout(config.timeout, upstream.client.request(req)).await {
+        let resp = match tokio::time::timeout(config.timeout, upstream.client().request(req)).await
+        {
             Err(_) => {
                 return Err(Denied::new(
                     Code::UpstreamTimeout,

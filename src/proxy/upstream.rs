@@ -1,5 +1,5 @@
-//! Clients for the configured upstreams: one pooled hyper-util client per upstream, speaking
-//! HTTP/1.1 or HTTP/2 (by ALPN) over rustls with the `ring` provider.
+//! Clients for the configured upstreams: a pooled hyper-util client per upstream and data-plane
+//! worker, speaking HTTP/1.1 or HTTP/2 (by ALPN) over rustls with the `ring` provider.
 //!
 //! Trust is the webpki roots plus the upstream's `ca_file`, so no system trust store is needed.
 //! Sockets get `TCP_NODELAY` (small writes must not wait for delayed ACKs) and the configured
@@ -25,17 +25,26 @@ use crate::config::{AuthStyle, Upstream};
 /// common LLM APIs (about 90 s), so keygate never reuses a connection the far end just closed.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// Idle connections kept per upstream host: enough for bursts on 32+ parallel clients.
+/// Idle connections kept per upstream host and worker: enough for bursts on 32+ parallel clients.
 const POOL_MAX_IDLE: usize = 256;
 
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
-/// One upstream's settings with its client.
+/// One upstream's settings with its clients.
 pub struct UpstreamClient {
     pub config: Arc<Upstream>,
-    pub client: HttpClient,
+    /// One client (so one connection pool) per data-plane worker: a worker only ever uses
+    /// connections whose tasks run on its own thread. Never empty.
+    clients: Arc<[HttpClient]>,
     /// The credential header every request gets, made once (and marked sensitive).
     pub credential: Option<(HeaderName, HeaderValue)>,
+}
+
+impl UpstreamClient {
+    /// The client of the data-plane worker running this thread.
+    pub fn client(&self) -> &HttpClient {
+        &self.clients[crate::net::workers::current() % self.clients.len()]
+    }
 }
 
 /// The header that carries `upstream`'s credential in its `auth` style.
@@ -78,7 +87,7 @@ pub fn build_all(
             .map(|old| {
                 Arc::new(UpstreamClient {
                     config: Arc::clone(config),
-                    client: old.client.clone(),
+                    clients: Arc::clone(&old.clients),
                     credential: credential_header(config),
                 })
             });
@@ -86,7 +95,7 @@ pub fn build_all(
             Some(c) => c,
             None => Arc::new(UpstreamClient {
                 config: Arc::clone(config),
-                client: build(config)?,
+                clients: build(config)?,
                 credential: credential_header(config),
             }),
         };
@@ -102,7 +111,8 @@ fn same_connection(a: &Upstream, b: &Upstream) -> bool {
         && a.ca_file == b.ca_file
 }
 
-fn build(upstream: &Upstream) -> Result<HttpClient, BuildError> {
+/// One client per data-plane worker, sharing the TLS settings.
+fn build(upstream: &Upstream) -> Result<Arc<[HttpClient]>, BuildError> {
     let fail = |message: String| BuildError {
         name: upstream.name.clone(),
         message,
@@ -136,11 +146,16 @@ fn build(upstream: &Upstream) -> Result<HttpClient, BuildError> {
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .set_host(true)
-        .build(connector))
+    let client = || {
+        Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
+            .set_host(true)
+            .build(connector.clone())
+    };
+    Ok((0..crate::net::workers::count())
+        .map(|_| client())
+        .collect())
 }

@@ -113,12 +113,30 @@ impl TestApp {
         Self::launch(dir, server, extra, clock, None).await
     }
 
+    /// Starts keygate with `workers` data-plane threads, as `keygate serve` runs (the other
+    /// constructors serve on the test's own runtime).
+    pub async fn start_with_workers(server: &str, extra: &str, workers: usize) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::launch_with(dir, server, extra, Clock::system(), None, workers).await
+    }
+
     async fn launch(
         dir: TempDir,
         server: &str,
         extra: &str,
         clock: Clock,
         backend: Option<keygate::store::BackendFactory>,
+    ) -> TestApp {
+        Self::launch_with(dir, server, extra, clock, backend, 1).await
+    }
+
+    async fn launch_with(
+        dir: TempDir,
+        server: &str,
+        extra: &str,
+        clock: Clock,
+        backend: Option<keygate::store::BackendFactory>,
+        workers: usize,
     ) -> TestApp {
         let base = dir.path();
         let text = format!(
@@ -136,7 +154,7 @@ impl TestApp {
         let snapshot = load(&config_path);
         let socket = snapshot.admin.socket.clone();
         let app = App::open_with(snapshot, clock, backend).expect("keygate starts");
-        let data = keygate::net::tcp::bind_all(&app)
+        let data = keygate::net::tcp::bind_all(&app, workers)
             .await
             .expect("bind listeners");
         let addr = data
