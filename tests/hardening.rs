@@ -93,6 +93,30 @@ async fn a_body_that_never_finishes_is_refused_after_the_idle_timeout() {
     assert!(upstream.received().is_empty());
 }
 
+/// A body keygate streams through without reading (not JSON) is cut when the client goes
+/// quiet for the idle timeout, instead of holding the connection and an upstream connection
+/// until the upstream's timeout.
+#[tokio::test]
+async fn a_streamed_body_that_stalls_is_refused_after_the_idle_timeout() {
+    let upstream = FakeUpstream::start().await;
+    let app =
+        TestApp::start_with_server("idle_timeout = \"500ms\"", &upstream_config(upstream.addr))
+            .await;
+    let (_, key) = app.create_key(json!({"name": "k"})).await;
+    let request = format!(
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/octet-stream\r\ncontent-length: 8192\r\n\r\nRIFF"
+    );
+    let started = std::time::Instant::now();
+    let answer = raw(app.addr, request.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered and closed at the idle timeout, not held: {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn oversized_or_too_many_headers_get_431() {
     let app = TestApp::start_with_server("max_header_bytes = 8192\nmax_headers = 20", "").await;

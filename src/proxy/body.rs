@@ -2,7 +2,8 @@
 //! ([`ResponseBody`]).
 //!
 //! Both stream frame by frame: nothing is buffered unless keygate had to read the request body.
-//! The request body enforces `server.max_body_bytes` as it streams. The response body relays the
+//! The request body enforces `server.max_body_bytes` as it streams, and fails when the client
+//! goes quiet for `server.idle_timeout`. The response body relays the
 //! upstream's frames as they arrive, gives up when the upstream goes quiet for its `timeout`,
 //! and, when an SSE stream fails part way, ends it with one SSE `error` event in the route's
 //! style instead of cutting it off. A [`Tap`] sees every data frame and the end of the stream,
@@ -28,13 +29,65 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum RequestBody {
     /// A body keygate read (and maybe changed), or an empty one.
     Full(Full<Bytes>),
-    /// The client's body, streamed through, cut off past `max_body_bytes`.
-    Stream(Limited<Incoming>),
+    /// The client's body, streamed through.
+    Stream(Box<Streamed>),
 }
 
 impl RequestBody {
     pub fn empty() -> RequestBody {
         RequestBody::Full(Full::new(Bytes::new()))
+    }
+
+    /// Streams `incoming` through, cut off past `max` bytes or when the client sends nothing
+    /// for `idle`: a body that stalls must not hold a connection, its slot and an upstream
+    /// connection until the upstream's timeout.
+    pub fn streamed(incoming: Incoming, max: usize, idle: Duration) -> RequestBody {
+        RequestBody::Stream(Box::new(Streamed {
+            inner: Limited::new(incoming, max),
+            idle,
+            timer: None,
+            waiting: false,
+        }))
+    }
+}
+
+/// The client stopped sending its body for longer than `server.idle_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled for longer than server.idle_timeout")]
+pub struct BodyStalled;
+
+/// A client's body on its way to the upstream.
+pub struct Streamed {
+    inner: Limited<Incoming>,
+    idle: Duration,
+    /// Armed the first time the client makes us wait (most bodies arrive in one go).
+    timer: Option<Pin<Box<Sleep>>>,
+    /// The timer runs for the current wait.
+    waiting: bool,
+}
+
+impl Streamed {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.waiting = false;
+            return Poll::Ready(frame);
+        }
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = Instant::now() + self.idle;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let stalled = self
+            .timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
+        if stalled {
+            return Poll::Ready(Some(Err(Box::new(BodyStalled))));
+        }
+        Poll::Pending
     }
 }
 
@@ -48,21 +101,21 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             RequestBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
-            RequestBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Stream(b) => b.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Full(b) => b.is_end_stream(),
-            RequestBody::Stream(b) => b.is_end_stream(),
+            RequestBody::Stream(b) => b.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Full(b) => b.size_hint(),
-            RequestBody::Stream(b) => b.size_hint(),
+            RequestBody::Stream(b) => b.inner.size_hint(),
         }
     }
 }

@@ -186,8 +186,8 @@ fn join(upstream: &Upstream, original: &Uri) -> Result<Uri, Denied> {
     })
 }
 
-/// Maps a client error to the refusal: a body over the limit is 413, a timeout 504, the rest
-/// 502. The cause goes to the log, never to the client.
+/// Maps a client error to the refusal: a body over the limit is 413, a stalled body 400, a
+/// timeout 504, the rest 502. The cause goes to the log, never to the client.
 fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> Denied {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut chain = Vec::new();
@@ -197,6 +197,9 @@ fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> Denied
                 Code::RequestTooLarge,
                 "the body is over server.max_body_bytes",
             );
+        }
+        if e.is::<super::body::BodyStalled>() {
+            return Denied::new(Code::InvalidRequest, e.to_string());
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut

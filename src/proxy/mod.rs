@@ -318,7 +318,7 @@ async fn serve(
             let incoming = body
                 .take()
                 .expect("the body is taken once: to read it or to forward it");
-            RequestBody::Stream(Limited::new(incoming, max_body as usize))
+            RequestBody::streamed(incoming, max_body as usize, config.server.idle_timeout)
         }
     };
     let admitted = Admitted {
