@@ -323,8 +323,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (force_tx, force_rx) = tokio::sync::watch::channel(false);
     let permits = Arc::new(Semaphore::new(app.config().server.max_connections));
-    let data = crate::net::workers::serve_all(listeners.data, &app, &permits, &stop_rx, &force_rx)
-        .map_err(|e| StartError::Io(format!("cannot start the data-plane workers: {e}")))?;
+    let mut data =
+        crate::net::workers::serve_all(listeners.data, &app, &permits, &stop_rx, &force_rx)
+            .map_err(|e| StartError::Io(format!("cannot start the data-plane workers: {e}")))?;
     let admin = tokio::spawn(crate::admin::serve(
         listeners.admin,
         Arc::clone(&app),
@@ -365,7 +366,6 @@ pub async fn run(
         "shutting down: draining connections"
     );
     let _ = stop_tx.send(true);
-    let mut data = data;
     if tokio::time::timeout(grace, async { while data.join_next().await.is_some() {} })
         .await
         .is_err()

@@ -59,15 +59,7 @@ pub fn spawn(
         .spawn(move || {
             INDEX.with(|i| i.set(index));
             runtime.block_on(async move {
-                let mut served = tokio::task::JoinSet::new();
-                for listener in listeners {
-                    served.spawn(tcp::serve(
-                        listener,
-                        Arc::clone(&app),
-                        Arc::clone(&permits),
-                        stop.clone(),
-                    ));
-                }
+                let mut served = serve_each(listeners, &app, &permits, &stop);
                 tokio::select! {
                     _ = async { while served.join_next().await.is_some() {} } => {}
                     _ = super::stopped(&mut force) => {}
@@ -85,23 +77,15 @@ pub fn serve_all(
     stop: &watch::Receiver<bool>,
     force: &watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinSet<()>> {
-    let mut set = tokio::task::JoinSet::new();
     for l in &listeners {
         if l.worker == 0 {
             tracing::info!(addr = %l.addr, tls = l.tls.is_some(), "data plane listening");
         }
     }
     if listeners.iter().all(|l| l.worker == 0) {
-        for listener in listeners {
-            set.spawn(tcp::serve(
-                listener,
-                Arc::clone(app),
-                Arc::clone(permits),
-                stop.clone(),
-            ));
-        }
-        return Ok(set);
+        return Ok(serve_each(listeners, app, permits, stop));
     }
+    let mut set = tokio::task::JoinSet::new();
     let workers = listeners.iter().map(|l| l.worker + 1).max().unwrap_or(1);
     let mut by_worker: Vec<Vec<DataListener>> = (0..workers).map(|_| Vec::new()).collect();
     for l in listeners {
@@ -124,4 +108,23 @@ pub fn serve_all(
     }
     tracing::info!(workers, "data-plane workers started");
     Ok(set)
+}
+
+/// Serves each of `listeners` as a task of the current runtime.
+fn serve_each(
+    listeners: Vec<DataListener>,
+    app: &Arc<App>,
+    permits: &Arc<Semaphore>,
+    stop: &watch::Receiver<bool>,
+) -> tokio::task::JoinSet<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for listener in listeners {
+        set.spawn(tcp::serve(
+            listener,
+            Arc::clone(app),
+            Arc::clone(permits),
+            stop.clone(),
+        ));
+    }
+    set
 }

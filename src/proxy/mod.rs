@@ -461,7 +461,6 @@ fn refuse(
     resp
 }
 
-/// Reads a whole body, refusing it past `max` bytes.
 /// Reads a request body keygate must see, up to `max` bytes and for at most `deadline` (the
 /// idle timeout): a body sent slowly, or never, must not hold the connection (and a
 /// connection slot) for ever.

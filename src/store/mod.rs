@@ -121,7 +121,7 @@ impl Store {
             path: state_dir.to_owned(),
             source,
         })?;
-        let path = state_dir.join("keygate.redb");
+        let path = db_path(state_dir);
         let db = open_db(&path, backend.as_ref())?;
         let store = Store {
             path,
@@ -243,6 +243,11 @@ impl redb::StorageBackend for Boxed {
     }
 }
 
+/// The database file in `state_dir`.
+fn db_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("keygate.redb")
+}
+
 fn open_db(path: &Path, backend: Option<&BackendFactory>) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     builder.set_cache_size(CACHE_BYTES);
@@ -279,7 +284,7 @@ fn open_error(path: &Path, source: redb::DatabaseError) -> StoreError {
 /// reading one altered since), so this is what tells a corrupt file from a bug after a failed
 /// start. It reads the whole file; only the allocator state is ever rebuilt, never data.
 pub fn verify(state_dir: &Path) -> Result<(), StoreError> {
-    let path = state_dir.join("keygate.redb");
+    let path = db_path(state_dir);
     let mut builder = Database::builder();
     builder
         .set_cache_size(CACHE_BYTES)
