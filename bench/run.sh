@@ -173,9 +173,12 @@ for n in "${SIZES[@]}"; do
 done
 KEY=${SECRET[$MAIN_SIZE]}
 
-# keygate config for store size N on listener ports PLAIN and TLS_PORT (empty: none).
+# keygate config for store size N on listener ports PLAIN and TLS_PORT (empty: none). Each in a
+# directory of its own: keygate watches its config file's directory, and the files this script
+# and the load tools write during the runs (h2load's per-request log) must not wake it.
 kg_config() {
-    local n=$1 plain=$2 tls_port=$3 file=$WORK/keygate-$1.toml
+    local n=$1 plain=$2 tls_port=$3 file=$WORK/keygate-$1/keygate.toml
+    mkdir -p "$WORK/keygate-$1"
     cat >"$file" <<EOF
 [server]
 state_dir = "$STATE_CACHE/keys-$n/state"

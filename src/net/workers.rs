@@ -63,10 +63,31 @@ pub fn spawn(
                 tokio::select! {
                     _ = async { while served.join_next().await.is_some() {} } => {}
                     _ = super::stopped(&mut force) => {}
+                    _ = anchor_timers() => {}
                 }
             });
         })
 }
+
+/// Never ends: keeps a timer at most [`ANCHOR`] away on this runtime.
+///
+/// tokio's timer wakes its own thread (an eventfd write, then one more `epoll_wait` turn)
+/// whenever a new timer is due before the earliest one it saw when it last went to sleep. Each
+/// keep-alive request arms hyper's 10 s header-read timer, which without a nearer timer is
+/// earlier than anything else pending (the 60 s idle watchdogs, the upstream timeout): that was
+/// one more wake-up for each request on a single connection, and 0.2 per request at 32. With a timer never more than a second
+/// away, none of the per-request timers is ever the earliest. The cost is one wake-up a second
+/// on an idle worker.
+async fn anchor_timers() {
+    let mut tick = tokio::time::interval(ANCHOR);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+    }
+}
+
+/// How far the [`anchor_timers`] timer is at most: well under any per-request timeout.
+const ANCHOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves `listeners`: on the current runtime when they all belong to worker 0 (one worker, and
 /// the tests), else each worker's on its own thread. The set ends when every listener is done.
