@@ -56,22 +56,36 @@ impl Tokens {
     /// Returns the object's shape, or `None` when it is not a JSON object.
     fn read<'a>(&mut self, json: &'a [u8]) -> Option<Envelope<'a>> {
         let envelope: Envelope<'a> = object(json)?;
+        self.collect(envelope.usage, envelope.message, envelope.response);
+        Some(envelope)
+    }
+
+    /// [`Tokens::read`] for a whole JSON response, which needs no `choices`: left out, they are
+    /// skipped instead of kept (keeping them checked the whole reply's text once more).
+    fn read_response(&mut self, json: &[u8]) {
+        if let Some(r) = object::<ResponseEnvelope<'_>>(json) {
+            self.collect(r.usage, r.message, r.response);
+        }
+    }
+
+    /// Merges the usage found at the top, in `message` and in `response`.
+    fn collect(
+        &mut self,
+        usage: Option<&RawValue>,
+        message: Option<&RawValue>,
+        response: Option<&RawValue>,
+    ) {
         fn nested<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
             raw.and_then(|r| object::<Envelope<'a>>(r.get().as_bytes()))
                 .and_then(|e| e.usage)
                 .map(RawValue::get)
         }
-        let found = [
-            envelope.usage.map(RawValue::get),
-            nested(envelope.message),
-            nested(envelope.response),
-        ];
+        let found = [usage.map(RawValue::get), nested(message), nested(response)];
         for usage in found.into_iter().flatten() {
             if let Some(fields) = object::<UsageFields<'_>>(usage.as_bytes()) {
                 self.merge(&fields);
             }
         }
-        Some(envelope)
     }
 }
 
@@ -96,6 +110,17 @@ struct Envelope<'a> {
     response: Option<&'a RawValue>,
     #[serde(borrow)]
     choices: Option<&'a RawValue>,
+}
+
+/// [`Envelope`] without `choices`, for whole JSON responses.
+#[derive(Deserialize)]
+struct ResponseEnvelope<'a> {
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
 }
 
 /// The counts of a `usage` object, read leniently (a field of another type is ignored).
@@ -275,13 +300,13 @@ impl UsageReader {
             let parts = std::mem::take(&mut self.json);
             // Most bodies arrive in one frame: read it where it is.
             if let [only] = parts.as_slice() {
-                self.tokens.read(only);
+                self.tokens.read_response(only);
             } else {
                 let mut whole = Vec::with_capacity(self.json_len);
                 for part in &parts {
                     whole.extend_from_slice(part);
                 }
-                self.tokens.read(&whole);
+                self.tokens.read_response(&whole);
             }
         }
         self.tokens
