@@ -55,7 +55,7 @@ pub fn credential(headers: &HeaderMap) -> Result<&str, Denied> {
             Some(token.trim())
         }
     };
-    let api_key = match headers.get("x-api-key") {
+    let api_key = match headers.get(super::headers::X_API_KEY) {
         None => None,
         Some(v) => Some(
             v.to_str()

@@ -9,6 +9,12 @@ use crate::clock::rfc3339;
 use crate::config::ErrorStyle;
 use crate::limits::Granted;
 
+/// `x-api-key`, the other place a client puts its key. (Names made once: a name given as a
+/// string is parsed and checked at every use.)
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// `x-request-id`, keygate's id of a request, sent both ways.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the proxy ones: never forwarded either way.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -50,7 +56,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn for_upstream(headers: &mut HeaderMap, request_id: &str) {
     strip_hop_by_hop(headers);
     headers.remove(header::AUTHORIZATION);
-    headers.remove("x-api-key");
+    headers.remove(X_API_KEY);
     headers.remove(header::HOST);
     let underscored: Vec<HeaderName> = headers
         .keys()
@@ -61,7 +67,7 @@ pub fn for_upstream(headers: &mut HeaderMap, request_id: &str) {
         headers.remove(name);
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
 }
 
