@@ -75,9 +75,9 @@ pub fn spawn(
 /// whenever a new timer is due before the earliest one it saw when it last went to sleep. Each
 /// keep-alive request arms hyper's 10 s header-read timer, which without a nearer timer is
 /// earlier than anything else pending (the 60 s idle watchdogs, the upstream timeout): that was
-/// one more wake-up for each request on a single connection, and 0.2 per request at 32. With a timer never more than a second
-/// away, none of the per-request timers is ever the earliest. The cost is one wake-up a second
-/// on an idle worker.
+/// one more wake-up per request on a single connection, and 0.2 per request at 32 connections.
+/// With a timer never more than a second away, none of the per-request timers is ever the
+/// earliest. The cost is one wake-up a second on an idle worker.
 async fn anchor_timers() {
     let mut tick = tokio::time::interval(ANCHOR);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -60,8 +60,9 @@ impl Tokens {
         Some(envelope)
     }
 
-    /// [`Tokens::read`] for a whole JSON response, which needs no `choices`: left out, they are
-    /// skipped instead of kept (keeping them checked the whole reply's text once more).
+    /// [`Tokens::read`] for a whole JSON response, which needs no `choices`: left out of the
+    /// envelope, they are skipped, where keeping them as a raw value checked all of the reply's
+    /// text as UTF-8 once more.
     fn read_response(&mut self, json: &[u8]) {
         if let Some(r) = object::<ResponseEnvelope<'_>>(json) {
             self.collect(r.usage, r.message, r.response);
@@ -99,7 +100,9 @@ pub(crate) fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
     serde_json::from_slice(json).ok()
 }
 
-/// Where usage can be, borrowed from a response or an event; everything else is skipped.
+/// Where usage can be, borrowed from an event (or from the `message` or `response` object
+/// inside an event or a response); everything else is skipped. `choices` tells OpenAI's
+/// usage-only chunk apart.
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
