@@ -60,9 +60,11 @@ impl Tokens {
         Some(envelope)
     }
 
-    /// [`Tokens::read`] for a whole JSON response, which needs no `choices`.
+    /// [`Tokens::read`] for a whole JSON response, which needs no `choices`: left out of the
+    /// envelope, they are skipped, where keeping them as a raw value checked all of the reply's
+    /// text as UTF-8 once more.
     fn read_response(&mut self, json: &[u8]) {
-        if let Some(r) = object::<Envelope<'_, Skipped>>(json) {
+        if let Some(r) = object::<ResponseEnvelope<'_>>(json) {
             self.collect(r.usage, r.message, r.response);
         }
     }
@@ -75,7 +77,7 @@ impl Tokens {
         response: Option<&RawValue>,
     ) {
         fn nested<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
-            raw.and_then(|r| object::<Envelope<'a, Skipped>>(r.get().as_bytes()))
+            raw.and_then(|r| object::<Envelope<'a>>(r.get().as_bytes()))
                 .and_then(|e| e.usage)
                 .map(RawValue::get)
         }
@@ -98,22 +100,31 @@ pub(crate) fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
     serde_json::from_slice(json).ok()
 }
 
-/// Where usage can be, borrowed from a response or an event; everything else is skipped.
-/// `C` is what is kept of `choices`: an event keeps them raw, as they tell OpenAI's usage-only
-/// chunk apart; elsewhere they are [`Skipped`].
+/// Where usage can be, borrowed from an event (or from the `message` or `response` object
+/// inside an event or a response); everything else is skipped. `choices` tells OpenAI's
+/// usage-only chunk apart.
 #[derive(Deserialize)]
-struct Envelope<'a, C = Option<&'a RawValue>> {
+struct Envelope<'a> {
     #[serde(borrow)]
     usage: Option<&'a RawValue>,
     #[serde(borrow)]
     message: Option<&'a RawValue>,
     #[serde(borrow)]
     response: Option<&'a RawValue>,
-    choices: C,
+    #[serde(borrow)]
+    choices: Option<&'a RawValue>,
 }
 
-/// `choices` skipped: keeping them raw would check all of a reply's text as UTF-8 once more.
-type Skipped = Option<serde::de::IgnoredAny>;
+/// [`Envelope`] without `choices`, for whole JSON responses.
+#[derive(Deserialize)]
+struct ResponseEnvelope<'a> {
+    #[serde(borrow)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow)]
+    message: Option<&'a RawValue>,
+    #[serde(borrow)]
+    response: Option<&'a RawValue>,
+}
 
 /// The counts of a `usage` object, read leniently (a field of another type is ignored).
 #[derive(Deserialize)]
