@@ -77,7 +77,7 @@ impl Tokens {
         response: Option<&RawValue>,
     ) {
         fn nested<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
-            raw.and_then(|r| object::<Envelope<'a>>(r.get().as_bytes()))
+            raw.and_then(|r| object::<ResponseEnvelope<'a>>(r.get().as_bytes()))
                 .and_then(|e| e.usage)
                 .map(RawValue::get)
         }
@@ -115,7 +115,9 @@ struct Envelope<'a> {
     choices: Option<&'a RawValue>,
 }
 
-/// [`Envelope`] without `choices`, for whole JSON responses.
+/// [`Envelope`] without `choices`, for whole JSON responses and for the `message` or
+/// `response` object inside one or inside an event. (One envelope generic over `choices` cost
+/// about 1% more instructions per request in bench/cpu.sh.)
 #[derive(Deserialize)]
 struct ResponseEnvelope<'a> {
     #[serde(borrow)]
