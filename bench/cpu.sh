@@ -10,17 +10,14 @@
 # CONNECTIONS HTTP/1.1 connections (default 4) with h2load, after a warm-up. Prints a table
 # and writes bench/results/cpu-<UTC timestamp>.json; keygate's callgrind profile is kept beside
 # it (bench/results/cpu-<stamp>.keygate.callgrind) for `callgrind_annotate --inclusive=yes`.
-# Needs release builds of keygate and the examples bench_upstream and bench_fill (built here
-# when BIN is not given), nginx, h2load (nghttp2-client) and valgrind; installs those with
-# apt-get when run as root.
+# Builds keygate, bench_upstream and bench_fill in release mode (ATTACK_NO_BUILD=1 skips it;
+# --keygate measures another keygate binary). Needs nginx, h2load (nghttp2-client) and
+# valgrind; installs those with apt-get when run as root.
 set -Eeuo pipefail
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$ROOT"
-
-BIN='' N=20000 CONNS=4
+KG_BIN='' N=20000 CONNS=4
 while (($#)); do
     case $1 in
-    --keygate) BIN=$2; shift ;;
+    --keygate) KG_BIN=$2; shift ;;
     -n) N=$2; shift ;;
     -c) CONNS=$2; shift ;;
     -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
@@ -30,45 +27,24 @@ while (($#)); do
 done
 CG_N=$((N / 10))
 
-log() { printf '[cpu %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# log, die, need, build, free_port, $WORK and the cleanup of $PIDS at exit.
+BENCH_TAG=cpu
+# shellcheck source=bench/attack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/attack/lib.sh"
+# shellcheck source=bench/nginx.sh
+source "$ROOT/bench/nginx.sh"
+cd "$ROOT"
 
-missing=()
-command -v h2load >/dev/null || missing+=(nghttp2-client)
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
-if ((${#missing[@]})); then
-    ((EUID == 0)) || die "missing ${missing[*]}: run as root, or apt-get install -y ${missing[*]}"
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+need h2load:nghttp2-client valgrind:valgrind /usr/sbin/nginx:nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+build
+KEYGATE=${KG_BIN:-$KEYGATE}
+[[ -x $KEYGATE ]] || die "no keygate binary at $KEYGATE"
 
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}/release
-if [[ -z $BIN ]]; then
-    log "building keygate and the bench tools (release) in ${TARGET%/release}"
-    cargo build --release --locked --quiet --bin keygate --example bench_upstream \
-        --example bench_fill
-    BIN=$TARGET/keygate
-fi
-[[ -x $BIN ]] || die "no keygate binary at $BIN"
-
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/keygate-cpu.XXXXXX")
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(port) KG=$(port) NGX=$(port)
-"$TARGET/examples/bench_upstream" "127.0.0.1:$UP" >/dev/null 2>&1 &
+UP=$(free_port) KG=$(free_port) NGX=$(free_port)
+"$BIN/examples/bench_upstream" "127.0.0.1:$UP" >/dev/null 2>&1 &
 PIDS+=($!)
-KEY=$("$TARGET/examples/bench_fill" "$WORK/state" 1 2>/dev/null | tail -1)
+KEY=$("$BIN/examples/bench_fill" "$WORK/state" 1 2>/dev/null | tail -1)
 
 # keygate as bench/run.sh runs it: auth, a rate limit that never empties, metering, no access
 # log. The config gets a directory of its own (keygate watches it).
@@ -92,39 +68,7 @@ upstream = "bench"
 EOF
 
 # nginx as bench/run.sh runs it, in one process so that one callgrind sees all of its work.
-mkdir -p "$WORK/nginx/tmp"
-user_line=''
-((EUID == 0)) && user_line='user root;'
-cat >"$WORK/nginx/nginx.conf" <<EOF
-$user_line
-master_process off;
-daemon off;
-worker_processes 1;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    tcp_nodelay on;
-    keepalive_requests 1000000;
-    upstream bench { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
-    server {
-        listen 127.0.0.1:$NGX;
-        location / {
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_request_buffering off;
-        }
-    }
-}
-EOF
+nginx_config "$WORK/nginx" "$UP" single "        listen 127.0.0.1:$NGX;"
 
 printf '%s' '{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":16}' \
     >"$WORK/body.json"
@@ -133,7 +77,7 @@ printf '%s' '{"model":"gpt-4o","messages":[{"role":"user","content":"Say hello i
 start() {
     local arm=$1 wrapper=("${@:2}")
     case $arm in
-    keygate) "${wrapper[@]}" "$BIN" serve --config "$WORK/kg/keygate.toml" >"$WORK/$arm.log" 2>&1 & ;;
+    keygate) "${wrapper[@]}" "$KEYGATE" serve --config "$WORK/kg/keygate.toml" >"$WORK/$arm.log" 2>&1 & ;;
     nginx) "${wrapper[@]}" "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/$arm.log" 2>&1 & ;;
     esac
     PID=$!

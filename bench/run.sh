@@ -9,6 +9,8 @@ set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/nginx.sh
+source "$ROOT/bench/nginx.sh"
 
 QUICK=0 REFILL=0 KEEP=0
 ROUNDS='' DURATION='' WARMUP=''
@@ -255,50 +257,14 @@ UP_PID=$!
 PIDS+=("$UP_PID")
 wait_http "http://127.0.0.1:$UP_PORT/" "$UP_PID"
 
-mkdir -p "$WORK/nginx/tmp"
-user_line=''
-((EUID == 0)) && user_line='user root;'
-cat >"$WORK/nginx/nginx.conf" <<EOF
-$user_line
 # One worker per core, like keygate's tokio workers.
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    tcp_nodelay on;
-    # keygate closes no connection after a number of requests; nginx's default is 1000.
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-    upstream bench {
-        server 127.0.0.1:$UP_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
+nginx_config "$WORK/nginx" "$UP_PORT" auto "\
         listen 127.0.0.1:$NGX_H1;
         listen 127.0.0.1:$NGX_H2C http2;
         listen 127.0.0.1:$NGX_TLS ssl http2;
         ssl_certificate $TLS/cert.pem;
         ssl_certificate_key $TLS/key.pem;
-        ssl_protocols TLSv1.2 TLSv1.3;
-        location / {
-            proxy_pass http://bench;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_request_buffering off;
-        }
-    }
-}
-EOF
+        ssl_protocols TLSv1.2 TLSv1.3;"
 "$NGINX" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" >"$WORK/nginx/stdout.log" 2>&1 &
 NGX_PID=$!
 PIDS+=("$NGX_PID")

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Helpers shared by the bench/attack/ scripts (sourced, not run): build the release binaries,
+# Helpers shared by the bench/attack/ scripts and bench/cpu.sh (sourced, not run; BENCH_TAG,
+# default "attack", names their log lines and temp dir): build the release binaries,
 # start the fake upstream (examples/bench_upstream.rs) and keygate on free loopback ports with a
 # config of our own, create keys over the admin socket, read counters, clean up on exit.
 #
@@ -18,10 +19,11 @@ KEEP=${ATTACK_KEEP:-0}
 # keygate's connection churn to a real, remote upstream would do to its ephemeral ports.
 UP_HOST=${ATTACK_UPSTREAM_HOST:-127.0.0.1}
 
-log() { printf '[attack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+BENCH_TAG=${BENCH_TAG:-attack}
+log() { printf '[%s %s] %s\n' "$BENCH_TAG" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/keygate-attack.XXXXXX")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/keygate-$BENCH_TAG.XXXXXX")
 PIDS=()
 attack_cleanup() {
     local pid
