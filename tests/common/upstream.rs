@@ -11,9 +11,12 @@
 //! - `x-fake-gate: NAME` sends each event only when the test calls [`FakeUpstream::release_gate`]
 //!   for that gate (`release` opens the gate named `1`); streams with different gates never
 //!   take each other's permits.
+//!
+//! It listens on plain TCP, or behind TLS with [`FakeUpstream::start_tls`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +26,12 @@ use http_body_util::{BodyExt, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
 
 /// What the fake upstream received.
 #[derive(Debug, Clone)]
@@ -57,6 +63,30 @@ type Body = BoxBody<Bytes, std::io::Error>;
 
 impl FakeUpstream {
     pub async fn start() -> FakeUpstream {
+        Self::start_with(None).await
+    }
+
+    /// Starts the fake upstream behind TLS with `cert`/`key` (PEM files), offering the `alpn`
+    /// protocols (`h2`, `http/1.1`) in the server's order of preference.
+    pub async fn start_tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> FakeUpstream {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .expect("read upstream cert")
+            .collect::<Result<_, _>>()
+            .expect("parse upstream cert");
+        let key = PrivateKeyDer::from_pem_file(key).expect("read upstream key");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("upstream TLS config");
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Self::start_with(Some(TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<TlsAcceptor>) -> FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake upstream");
@@ -78,14 +108,22 @@ impl FakeUpstream {
                     .connections
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let server = server.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let server = server.clone();
                         async move { Ok::<_, Infallible>(server.answer(req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                    };
                 });
             }
         });
