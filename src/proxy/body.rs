@@ -7,7 +7,8 @@
 //! upstream's frames as they arrive, gives up when the upstream goes quiet for its `timeout`,
 //! and, when an SSE stream fails part way, ends it with one SSE `error` event in the route's
 //! style instead of cutting it off. A [`Tap`] sees every data frame and the end of the stream,
-//! which is where metering and the access log hook in.
+//! which is where metering and the access log hook in. A response body read to its end hands
+//! its HTTP/1.1 upstream connection back to the pool.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{Code, sse_event};
+use super::pool::Lease;
 use crate::config::ErrorStyle;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -171,6 +173,8 @@ pub struct Relay {
     style: ErrorStyle,
     request_id: Arc<str>,
     tap: Option<Box<dyn Tap>>,
+    /// The upstream connection, returned to its pool when the body has been read to the end.
+    lease: Option<Lease>,
     state: RelayState,
 }
 
@@ -198,11 +202,22 @@ impl Relay {
             style,
             request_id,
             tap,
+            lease: None,
             state: RelayState::Streaming,
         }
     }
 
+    /// Returns `lease` to its pool once the upstream's body has been read to its end.
+    pub fn return_on_end(&mut self, lease: Lease) {
+        self.lease = Some(lease);
+    }
+
     fn finish(&mut self, outcome: StreamEnd) -> Option<Bytes> {
+        if outcome == StreamEnd::Complete
+            && let Some(lease) = self.lease.take()
+        {
+            lease.release();
+        }
         self.tap.take().and_then(|mut tap| tap.end(outcome))
     }
 
@@ -313,6 +328,12 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
+        // A body hyper never polled because it was empty still frees its connection.
+        if self.inner.is_end_stream()
+            && let Some(lease) = self.lease.take()
+        {
+            lease.release();
+        }
         // The client went away before the end: the tap still learns how far the stream got.
         let _ = self.finish(StreamEnd::ClientGone);
     }

@@ -4,18 +4,20 @@
 //! client's credential and hop-by-hop headers are replaced by the upstream's real credential
 //! (in its `auth` style) and its default headers (only where the client sent none). Requests go
 //! out as HTTP/1.1 whatever the client spoke, so an HTTP/2 client can reach an HTTP/1.1-only
-//! upstream; the pooled client upgrades to HTTP/2 by ALPN where the upstream offers it.
+//! upstream; the pool speaks HTTP/2 where the upstream chooses it by ALPN.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Response, Uri, Version, header, request::Parts};
+use http::uri::PathAndQuery;
+use http::{Response, Uri, header, request::Parts};
 
 use super::body::{Relay, RequestBody, ResponseBody};
 use super::complete::Completion;
 use super::decide::Denied;
 use super::error::Code;
+use super::pool::SendError;
 use super::{Admitted, headers};
 use crate::app::{App, Live};
 use crate::config::{Route, Upstream};
@@ -49,7 +51,7 @@ impl Forward<'_> {
             )
         })?;
         let config = &upstream.config;
-        let uri = join(config, &parts.uri)?;
+        let path = join(config, &parts.uri)?;
         let origin_header = parts.headers.get(header::ORIGIN).cloned();
         let mut out_headers = parts.headers;
         headers::for_upstream(&mut out_headers, self.request_id);
@@ -67,26 +69,23 @@ impl Forward<'_> {
         }
         let mut req = http::Request::new(body);
         *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = out_headers;
 
-        let captured = hyper_util::client::legacy::connect::capture_connection(&mut req);
         let sent = Instant::now();
-        let resp = match tokio::time::timeout(config.timeout, upstream.client().request(req)).await
-        {
-            Err(_) => {
-                return Err(Denied::new(
-                    Code::UpstreamTimeout,
-                    format!(
-                        "upstream {} sent no response within {:?}",
-                        config.name, config.timeout
-                    ),
-                ));
-            }
-            Ok(Err(e)) => return Err(classify(&config.name, &e)),
-            Ok(Ok(resp)) => resp,
-        };
+        let (resp, lease) =
+            match tokio::time::timeout(config.timeout, upstream.pool().send(req, path)).await {
+                Err(_) => {
+                    return Err(Denied::new(
+                        Code::UpstreamTimeout,
+                        format!(
+                            "upstream {} sent no response within {:?}",
+                            config.name, config.timeout
+                        ),
+                    ));
+                }
+                Ok(Err(e)) => return Err(classify(&config.name, &e)),
+                Ok(Ok(resp)) => resp,
+            };
         let latency = sent.elapsed();
         self.app
             .metrics
@@ -97,14 +96,10 @@ impl Forward<'_> {
         let (mut resp_parts, incoming) = resp.into_parts();
         if resp_parts.headers.contains_key(header::TRANSFER_ENCODING) {
             // hyper read the body by its transfer coding; a length beside it is stale and, passed
-            // on, would cut the client's copy short. An upstream that sends both is confused or
-            // hostile: its connection is not used again.
+            // on, would cut the client's copy short. (The pool does not reuse the connection.)
             if resp_parts.headers.remove(header::CONTENT_LENGTH).is_some() {
                 tracing::warn!(upstream = %config.name, request_id = %self.request_id,
                     "upstream sent Content-Length with Transfer-Encoding; dropping the length and the connection");
-                if let Some(connection) = captured.connection_metadata().as_ref() {
-                    connection.poison();
-                }
             }
         }
         headers::strip_hop_by_hop(&mut resp_parts.headers);
@@ -150,7 +145,7 @@ impl Forward<'_> {
             started: self.started,
             upstream_ms,
         };
-        let relay = Relay::new(
+        let mut relay = Relay::new(
             incoming,
             config.timeout,
             format == Format::Sse,
@@ -159,6 +154,9 @@ impl Forward<'_> {
             Arc::clone(self.request_id),
             Some(Box::new(tap)),
         );
+        if let Some(lease) = lease {
+            relay.return_on_end(lease);
+        }
         Ok(Response::from_parts(
             resp_parts,
             ResponseBody::Upstream(Box::new(relay)),
@@ -166,19 +164,15 @@ impl Forward<'_> {
     }
 }
 
-/// `base_url` joined with the request's path and query.
-fn join(upstream: &Upstream, original: &Uri) -> Result<Uri, Denied> {
-    let base = &upstream.base_url;
-    let path_and_query = original.path_and_query().map_or("/", |pq| pq.as_str());
-    let joined = format!("{}{}", upstream.path_prefix(), path_and_query);
-    let mut builder = Uri::builder().path_and_query(joined);
-    if let Some(scheme) = base.scheme() {
-        builder = builder.scheme(scheme.clone());
-    }
-    if let Some(authority) = base.authority() {
-        builder = builder.authority(authority.clone());
-    }
-    builder.build().map_err(|e| {
+/// The request's path and query under `base_url`'s path.
+fn join(upstream: &Upstream, original: &Uri) -> Result<PathAndQuery, Denied> {
+    let prefix = upstream.path_prefix();
+    let joined = match original.path_and_query() {
+        Some(pq) if prefix.is_empty() => return Ok(pq.clone()),
+        Some(pq) => PathAndQuery::try_from(format!("{prefix}{pq}")),
+        None => PathAndQuery::try_from(format!("{prefix}/")),
+    };
+    joined.map_err(|e| {
         Denied::new(
             Code::UpstreamError,
             format!("cannot build the upstream URL: {e}"),
@@ -186,9 +180,9 @@ fn join(upstream: &Upstream, original: &Uri) -> Result<Uri, Denied> {
     })
 }
 
-/// Maps a client error to the refusal: a body over the limit is 413, a stalled body 400, a
+/// Maps a send error to the refusal: a body over the limit is 413, a stalled body 400, a
 /// timeout 504, the rest 502. The cause goes to the log, never to the client.
-fn classify(upstream: &str, error: &hyper_util::client::legacy::Error) -> Denied {
+fn classify(upstream: &str, error: &SendError) -> Denied {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     let mut chain = Vec::new();
     while let Some(e) = source {

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod headers;
 pub mod inspect;
 pub mod pipeline;
+pub mod pool;
 pub mod route;
 pub mod upstream;
 

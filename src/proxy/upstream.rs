@@ -1,49 +1,33 @@
-//! Clients for the configured upstreams: a pooled hyper-util client per upstream and data-plane
+//! Clients for the configured upstreams: a connection [`Pool`] per upstream and data-plane
 //! worker, speaking HTTP/1.1 or HTTP/2 (by ALPN) over rustls with the `ring` provider.
 //!
 //! Trust is the webpki roots plus the upstream's `ca_file`, so no system trust store is needed.
-//! Sockets get `TCP_NODELAY` (small writes must not wait for delayed ACKs) and the configured
-//! connect timeout. A reload reuses a client whose connection settings did not change, so its
-//! pool of warm connections survives.
+//! A reload reuses the pools of an upstream whose connection settings did not change, so its
+//! warm connections survive.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{HeaderName, HeaderValue, header};
 use rustls::RootCertStore;
 
-use super::body::RequestBody;
-use http::{HeaderName, HeaderValue, header};
-
+use super::pool::{Pool, Target};
 use crate::config::{AuthStyle, Upstream};
 
-/// Idle pooled connections are closed after this long: shorter than the idle timeouts of
-/// common LLM APIs (about 90 s), so keygate never reuses a connection the far end just closed.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
-/// Idle connections kept per upstream host and worker: enough for bursts on 32+ parallel clients.
-const POOL_MAX_IDLE: usize = 256;
-
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
-
-/// One upstream's settings with its clients.
+/// One upstream's settings with its connection pools.
 pub struct UpstreamClient {
     pub config: Arc<Upstream>,
-    /// One client (so one connection pool) per data-plane worker: a worker only ever uses
-    /// connections whose tasks run on its own thread. Never empty.
-    clients: Arc<[HttpClient]>,
+    /// One pool per data-plane worker: a worker only ever uses connections whose tasks run on
+    /// its own thread. Never empty.
+    pools: Arc<[Arc<Pool>]>,
     /// The credential header every request gets, made once (and marked sensitive).
     pub credential: Option<(HeaderName, HeaderValue)>,
 }
 
 impl UpstreamClient {
-    /// The client of the data-plane worker running this thread.
-    pub fn client(&self) -> &HttpClient {
-        &self.clients[crate::net::workers::current() % self.clients.len()]
+    /// The pool of the data-plane worker running this thread.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pools[crate::net::workers::current() % self.pools.len()]
     }
 }
 
@@ -87,7 +71,7 @@ pub fn build_all(
             .map(|old| {
                 Arc::new(UpstreamClient {
                     config: Arc::clone(config),
-                    clients: Arc::clone(&old.clients),
+                    pools: Arc::clone(&old.pools),
                     credential: credential_header(config),
                 })
             });
@@ -95,7 +79,7 @@ pub fn build_all(
             Some(c) => c,
             None => Arc::new(UpstreamClient {
                 config: Arc::clone(config),
-                clients: build(config)?,
+                pools: build(config)?,
                 credential: credential_header(config),
             }),
         };
@@ -111,51 +95,40 @@ fn same_connection(a: &Upstream, b: &Upstream) -> bool {
         && a.ca_file == b.ca_file
 }
 
-/// One client per data-plane worker, sharing the TLS settings.
-fn build(upstream: &Upstream) -> Result<Arc<[HttpClient]>, BuildError> {
+/// One pool per data-plane worker, sharing the TLS settings.
+fn build(upstream: &Upstream) -> Result<Arc<[Arc<Pool>]>, BuildError> {
     let fail = |message: String| BuildError {
         name: upstream.name.clone(),
         message,
     };
+    let tls = if upstream.base_url.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        Some(tls_config(upstream).map_err(fail)?)
+    } else {
+        None
+    };
+    let target = Target::new(&upstream.base_url, tls, upstream.connect_timeout).map_err(fail)?;
+    let target = Arc::new(target);
+    Ok((0..crate::net::workers::count())
+        .map(|_| Arc::new(Pool::new(Arc::clone(&target))))
+        .collect())
+}
+
+/// TLS to `upstream`: the webpki roots and its `ca_file`, offering `h2` and `http/1.1`.
+fn tls_config(upstream: &Upstream) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &upstream.ca_file {
-        let certs = crate::net::tls::read_certs(path).map_err(fail)?;
-        for cert in certs {
+        for cert in crate::net::tls::read_certs(path)? {
             roots
                 .add(cert)
-                .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                .map_err(|e| format!("{}: {e}", path.display()))?;
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| fail(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(upstream.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(30)));
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    let client = || {
-        Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE)
-            .pool_max_idle_per_host(POOL_MAX_IDLE)
-            .set_host(true)
-            .build(connector.clone())
-    };
-    Ok((0..crate::net::workers::count())
-        .map(|_| client())
-        .collect())
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
 }

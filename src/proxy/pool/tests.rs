@@ -1,0 +1,226 @@
+//! The pool against a local HTTP/1.1 server: reuse, expiry, a body not read to its end, and a
+//! request sent again after a reused connection refused it.
+
+use std::convert::Infallible;
+use std::sync::atomic::AtomicUsize;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Frame;
+use hyper::service::service_fn;
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// A server answering `/short` with a 2-byte body and `/long` with two chunks; counts the
+/// connections and the requests it gets.
+struct Server {
+    addr: std::net::SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+}
+
+async fn server() -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let (c, r) = (Arc::clone(&connections), Arc::clone(&requests));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            let r = Arc::clone(&r);
+            let service = service_fn(move |req: Request<Incoming>| {
+                r.fetch_add(1, Ordering::SeqCst);
+                let long = req.uri().path() == "/long";
+                async move {
+                    let body = if long {
+                        Chunks(vec![Bytes::from("cd"), Bytes::from("ab")]).boxed()
+                    } else {
+                        Full::new(Bytes::from("ok")).boxed()
+                    };
+                    Ok::<_, Infallible>(Response::new(body))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service),
+            );
+        }
+    });
+    Server {
+        addr,
+        connections,
+        requests,
+    }
+}
+
+/// A body of unknown length (sent chunked), popped from the back.
+struct Chunks(Vec<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(self.0.pop().map(|c| Ok(Frame::data(c))))
+    }
+}
+
+fn pool(addr: std::net::SocketAddr) -> Arc<Pool> {
+    let base: Uri = format!("http://{addr}").parse().expect("uri");
+    let target = Target::new(&base, None, Duration::from_secs(5)).expect("target");
+    Arc::new(Pool::new(Arc::new(target)))
+}
+
+fn get() -> Request<RequestBody> {
+    Request::new(RequestBody::empty())
+}
+
+/// Sends GET `path` and reads the whole body, returning the lease as the relay would.
+async fn exchange(pool: &Arc<Pool>, path: &'static str) -> Bytes {
+    let (resp, lease) = pool
+        .send(get(), PathAndQuery::from_static(path))
+        .await
+        .expect("sent");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    if let Some(lease) = lease {
+        lease.release();
+    }
+    body
+}
+
+fn idle(pool: &Pool) -> usize {
+    pool.lock_idle().len()
+}
+
+#[tokio::test]
+async fn a_connection_is_reused_and_expires_after_the_idle_timeout() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(exchange(&pool, "/long").await, "abcd");
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 1, "one connection");
+    assert_eq!(idle(&pool), 1);
+
+    // Not yet: a sweep just short of the timeout keeps it.
+    pool.sweep(Instant::now() + IDLE_TIMEOUT - Duration::from_secs(1));
+    assert_eq!(idle(&pool), 1);
+    // A checkout past the timeout does not hand it out, and drops it.
+    assert!(pool.pop_idle(Instant::now() + IDLE_TIMEOUT).is_none());
+    assert_eq!(idle(&pool), 0);
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(
+        s.connections.load(Ordering::SeqCst),
+        2,
+        "a fresh connection"
+    );
+    // The sweep closes it too.
+    pool.sweep(Instant::now() + IDLE_TIMEOUT);
+    assert_eq!(idle(&pool), 0);
+}
+
+#[tokio::test]
+async fn a_body_left_unread_does_not_return_its_connection() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    let (resp, lease) = pool
+        .send(get(), PathAndQuery::from_static("/long"))
+        .await
+        .expect("sent");
+    assert!(lease.is_some(), "the body was still to come");
+    drop((resp, lease));
+    assert_eq!(idle(&pool), 0);
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_refused_by_a_reused_connection_is_sent_on_another() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    // A pooled connection whose far end has just gone, before its driver noticed.
+    let (near, far) = tokio::io::duplex(1024);
+    let (mut tx, conn) = http1::handshake::<_, RequestBody>(TokioIo::new(near))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    tx.ready().await.expect("ready");
+    pool.lock_idle().push((tx, Instant::now()));
+    drop(far);
+
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(
+        s.requests.load(Ordering::SeqCst),
+        1,
+        "sent once, on a new connection"
+    );
+    assert_eq!(s.connections.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_a_connect_error() {
+    // A port nothing listens on: bind one, then free it.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let err = pool(addr)
+        .send(get(), PathAndQuery::from_static("/"))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&err, SendError::Connect(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_host_header_leaves_out_a_default_port() {
+    let host = |url: &str| {
+        let base: Uri = url.parse().expect("uri");
+        let tls = Arc::new(
+            rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth(),
+        );
+        let t = Target::new(&base, Some(tls), Duration::from_secs(1)).expect("target");
+        (t.host_header, t.host, t.port)
+    };
+    assert_eq!(
+        host("https://api.openai.com"),
+        (
+            HeaderValue::from_static("api.openai.com"),
+            "api.openai.com".into(),
+            443
+        )
+    );
+    assert_eq!(
+        host("https://api.openai.com:443/v1"),
+        (
+            HeaderValue::from_static("api.openai.com"),
+            "api.openai.com".into(),
+            443
+        )
+    );
+    assert_eq!(
+        host("http://10.0.0.1:8080"),
+        (
+            HeaderValue::from_static("10.0.0.1:8080"),
+            "10.0.0.1".into(),
+            8080
+        )
+    );
+    assert_eq!(
+        host("http://[::1]:80"),
+        (HeaderValue::from_static("[::1]"), "::1".into(), 80)
+    );
+}
