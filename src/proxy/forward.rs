@@ -198,9 +198,13 @@ fn classify(upstream: &str, error: &SendError) -> Denied {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {
+            let what = match error {
+                SendError::Connect(_) => "connect timed out",
+                _ => "timed out",
+            };
             return Denied::new(
                 Code::UpstreamTimeout,
-                format!("upstream {upstream}: connect timed out"),
+                format!("upstream {upstream}: {what}"),
             );
         }
         chain.push(e.to_string());

@@ -2,14 +2,15 @@
 //!
 //! A worker's [`Pool`] keeps its idle HTTP/1.1 connections (newest last, closed after
 //! [`IDLE_TIMEOUT`] unused) and, when the upstream chose `h2` by ALPN, one shared HTTP/2
-//! connection. An HTTP/1.1 connection goes back to the pool when its response body has been
+//! connection (closed after [`IDLE_TIMEOUT`] without a new request, pinged while requests are
+//! in flight). An HTTP/1.1 connection goes back to the pool when its response body has been
 //! read to the end (through a [`Lease`] the relayed body holds), never when the body was cut
-//! short or the upstream framed it ambiguously (`Content-Length` with `Transfer-Encoding`). A request that a reused connection refused
-//! before writing it (the upstream had just closed it) is sent again; a fresh connection's
-//! failure is final. Connecting (DNS, TCP with `TCP_NODELAY` and keep-alive, and TLS) is bounded
-//! by the upstream's `connect_timeout`.
+//! short or the upstream framed it ambiguously (`Content-Length` with `Transfer-Encoding`).
+//! A request that a reused connection refused before writing it (the upstream had just closed
+//! it) is sent again; a fresh connection's failure is final. Connecting (DNS, TCP with
+//! `TCP_NODELAY` and keep-alive, and TLS) is bounded by the upstream's `connect_timeout`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -36,6 +37,11 @@ const MAX_IDLE: usize = 256;
 /// How often idle connections are checked for expiry (checkout checks exactly; this only
 /// bounds how long an unused connection stays open past [`IDLE_TIMEOUT`]).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// An HTTP/2 connection with streams in flight is pinged after this long without a frame...
+const H2_PING_EVERY: Duration = Duration::from_secs(30);
+/// ...and closed when the ping is not answered within this.
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// TCP keep-alive probes start after this long without traffic.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
@@ -100,12 +106,12 @@ impl Target {
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     /// DNS, TCP or TLS failed, or took longer than `connect_timeout` (kind `TimedOut`).
-    #[error("connect: {0}")]
+    #[error("connect failed")]
     Connect(#[source] std::io::Error),
-    #[error("HTTP handshake: {0}")]
+    #[error("HTTP handshake failed")]
     Handshake(#[source] hyper::Error),
     /// The exchange failed: the source says why (the request body's own error among them).
-    #[error("{0}")]
+    #[error("exchange failed")]
     Send(#[source] hyper::Error),
 }
 
@@ -115,11 +121,9 @@ pub struct Pool {
     /// Idle HTTP/1.1 connections, each with the time it became idle; newest last.
     idle: Mutex<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
     /// The shared HTTP/2 connection, once the upstream chose `h2`.
-    h2: Mutex<Option<http2::SendRequest<RequestBody>>>,
-    /// Held while an HTTP/2 connection is being made, so a burst makes one, not one each.
-    h2_connecting: tokio::sync::Mutex<()>,
-    /// The upstream answered `h2` before: new requests wait for its one connection.
-    speaks_h2: AtomicBool,
+    h2: Mutex<Option<Shared>>,
+    /// Numbers the HTTP/2 connections, so a failure clears the slot only of its own.
+    h2_made: AtomicU64,
     /// The sweeping task runs (started with the first connection, on this worker's runtime).
     sweeping: AtomicBool,
 }
@@ -140,7 +144,7 @@ impl Lease {
             // Its driver has not yet seen the exchange end (or the request body is still going
             // out): it rejoins the pool once it is free, and no checkout ever waits for it.
             tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
+                if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, sender.ready()).await {
                     pool.put(sender);
                 }
             });
@@ -148,9 +152,18 @@ impl Lease {
     }
 }
 
+/// The shared HTTP/2 connection.
+struct Shared {
+    tx: http2::SendRequest<RequestBody>,
+    id: u64,
+    /// When a request last started on it: it closes after [`IDLE_TIMEOUT`] unused.
+    used: Instant,
+}
+
 enum Sender {
     H1(http1::SendRequest<RequestBody>),
-    H2(http2::SendRequest<RequestBody>),
+    /// With the connection's number.
+    H2(http2::SendRequest<RequestBody>, u64),
 }
 
 impl Pool {
@@ -159,8 +172,7 @@ impl Pool {
             target,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
-            h2_connecting: tokio::sync::Mutex::new(()),
-            speaks_h2: AtomicBool::new(false),
+            h2_made: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
         }
     }
@@ -200,7 +212,7 @@ impl Pool {
                         Err(e) => e,
                     }
                 }
-                Sender::H2(mut tx) => {
+                Sender::H2(mut tx, id) => {
                     let mut uri = http::uri::Parts::default();
                     uri.scheme = Some(self.target.scheme.clone());
                     uri.authority = Some(self.target.authority.clone());
@@ -211,9 +223,11 @@ impl Pool {
                     match tx.try_send_request(req).await {
                         Ok(resp) => return Ok((resp, None)),
                         Err(e) => {
-                            if reused {
-                                // Refused by a connection going away: stop handing it out.
-                                self.lock_h2().take();
+                            // One stream's failure (a reset, a bad request body) leaves the
+                            // connection to the others; one that is closed, or that refused a
+                            // request unsent (it is going away), is not handed out again.
+                            if tx.is_closed() || e.message().is_some() {
+                                self.forget_h2(id);
                             }
                             e
                         }
@@ -234,39 +248,47 @@ impl Pool {
 
     /// A connection to send on, and whether it served an exchange before.
     async fn checkout(self: &Arc<Self>) -> Result<(Sender, bool), SendError> {
-        if let Some(tx) = self.live_h2() {
-            return Ok((Sender::H2(tx), true));
+        let now = Instant::now();
+        if let Some((tx, id)) = self.live_h2(now, true) {
+            return Ok((Sender::H2(tx, id), true));
         }
-        while let Some(tx) = self.pop_idle(Instant::now()) {
+        while let Some(tx) = self.pop_idle(now) {
             // Pooled only when ready; since then its far end may have closed it.
             if tx.is_ready() {
                 return Ok((Sender::H1(tx), true));
             }
         }
-        if self.speaks_h2.load(Ordering::Relaxed) {
-            let _connecting = self.h2_connecting.lock().await;
-            if let Some(tx) = self.live_h2() {
-                return Ok((Sender::H2(tx), true));
-            }
-            return Ok((self.connect().await?, false));
-        }
+        // With no HTTP/2 connection yet, each request of a burst makes its own; the last one
+        // made stays shared. (Making waiters share one attempt would also make them share its
+        // failure; hyper-util's pool does that, and it was not worth the machinery here.)
         Ok((self.connect().await?, false))
     }
 
-    /// The HTTP/2 connection, unless there is none or it closed.
-    fn live_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+    /// The HTTP/2 connection, unless there is none, it closed, or it went unused for
+    /// [`IDLE_TIMEOUT`] at `now`; `take` marks it used.
+    fn live_h2(&self, now: Instant, take: bool) -> Option<(http2::SendRequest<RequestBody>, u64)> {
         let mut slot = self.lock_h2();
-        match slot.as_ref() {
-            Some(tx) if !tx.is_closed() => Some(tx.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
+        let shared = slot.as_mut()?;
+        if shared.tx.is_closed() || now.duration_since(shared.used) >= IDLE_TIMEOUT {
+            // Dropped here, it closes once its streams in flight are done.
+            *slot = None;
+            return None;
+        }
+        if take {
+            shared.used = now;
+        }
+        Some((shared.tx.clone(), shared.id))
+    }
+
+    /// Clears the shared slot if it still holds connection `id`.
+    fn forget_h2(&self, id: u64) {
+        let mut slot = self.lock_h2();
+        if slot.as_ref().is_some_and(|s| s.id == id) {
+            *slot = None;
         }
     }
 
-    fn lock_h2(&self) -> std::sync::MutexGuard<'_, Option<http2::SendRequest<RequestBody>>> {
+    fn lock_h2(&self) -> std::sync::MutexGuard<'_, Option<Shared>> {
         // The slot is replaced whole; a panic elsewhere cannot leave it half-written.
         self.h2
             .lock()
@@ -311,7 +333,7 @@ impl Pool {
     fn sweep(&self, now: Instant) {
         self.lock_idle()
             .retain(|(tx, since)| now.duration_since(*since) < IDLE_TIMEOUT && !tx.is_closed());
-        self.live_h2();
+        self.live_h2(now, false);
     }
 
     /// A new connection: HTTP/2 when TLS's ALPN chose `h2` (it then becomes the shared one),
@@ -328,7 +350,7 @@ impl Pool {
             )
         };
         let deadline = Instant::now() + t.connect_timeout;
-        let tcp = tokio::time::timeout_at(deadline, tcp_connect(&t.host, t.port))
+        let tcp = tokio::time::timeout_at(deadline, tcp_connect(&t.host, t.port, deadline))
             .await
             .map_err(|_| SendError::Connect(timed_out()))?
             .map_err(SendError::Connect)?;
@@ -340,11 +362,14 @@ impl Pool {
             .map_err(|_| SendError::Connect(timed_out()))?
             .map_err(SendError::Connect)?;
         if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            self.speaks_h2.store(false, Ordering::Relaxed);
             return handshake_h1(stream).await;
         }
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
+            // A connection that went silent fails its streams instead of holding them until
+            // the upstream timeout; an idle one is not pinged (it expires instead).
+            .keep_alive_interval(H2_PING_EVERY)
+            .keep_alive_timeout(H2_PING_TIMEOUT)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Handshake)?;
@@ -353,9 +378,13 @@ impl Pool {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
             }
         });
-        self.speaks_h2.store(true, Ordering::Relaxed);
-        *self.lock_h2() = Some(tx.clone());
-        Ok(Sender::H2(tx))
+        let id = self.h2_made.fetch_add(1, Ordering::Relaxed);
+        *self.lock_h2() = Some(Shared {
+            tx: tx.clone(),
+            id,
+            used: Instant::now(),
+        });
+        Ok(Sender::H2(tx, id))
     }
 }
 
@@ -376,19 +405,30 @@ async fn sweep_every(pool: Weak<Pool>, period: Duration) {
     }
 }
 
-/// A TCP connection to the first of `host`'s addresses that answers, with `TCP_NODELAY` (small
-/// writes must not wait for delayed ACKs) and keep-alive probes.
-async fn tcp_connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+/// A TCP connection to the first of `host`'s addresses that answers before `deadline`, with
+/// `TCP_NODELAY` (small writes must not wait for delayed ACKs) and keep-alive probes. Each
+/// address gets an equal share of the time left, so one that drops packets (an unreachable
+/// IPv6 route, say) does not use it all up.
+async fn tcp_connect(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpStream> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
     let mut last = None;
-    for addr in tokio::net::lookup_host((host, port)).await? {
-        match TcpStream::connect(addr).await {
-            Ok(tcp) => {
+    for (n, addr) in addrs.iter().enumerate() {
+        let left = u32::try_from(addrs.len() - n).unwrap_or(u32::MAX);
+        let budget = deadline.saturating_duration_since(Instant::now()) / left;
+        match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
+            Ok(Ok(tcp)) => {
                 tcp.set_nodelay(true)?;
                 let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
                 socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
                 return Ok(tcp);
             }
-            Err(e) => last = Some(e),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{addr}: no answer within {budget:?}"),
+                ));
+            }
         }
     }
     Err(last.unwrap_or_else(|| {

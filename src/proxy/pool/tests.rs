@@ -1,5 +1,6 @@
 //! The pool against a local HTTP/1.1 server: reuse, expiry, a body not read to its end, and a
-//! request sent again after a reused connection refused it.
+//! request sent again after a reused connection refused it; and the shared HTTP/2 slot: expiry,
+//! a closed connection, a failure clearing only its own connection.
 
 use std::convert::Infallible;
 use std::sync::atomic::AtomicUsize;
@@ -107,8 +108,8 @@ async fn a_connection_is_reused_and_expires_after_the_idle_timeout() {
     assert_eq!(s.connections.load(Ordering::SeqCst), 1, "one connection");
     assert_eq!(idle(&pool), 1);
 
-    // Not yet: a sweep just short of the timeout keeps it.
-    pool.sweep(Instant::now() + IDLE_TIMEOUT - Duration::from_secs(1));
+    // Not yet: a sweep well short of the timeout keeps it.
+    pool.sweep(Instant::now() + IDLE_TIMEOUT / 2);
     assert_eq!(idle(&pool), 1);
     // A checkout past the timeout does not hand it out, and drops it.
     assert!(pool.pop_idle(Instant::now() + IDLE_TIMEOUT).is_none());
@@ -223,4 +224,66 @@ fn the_host_header_leaves_out_a_default_port() {
         host("http://[::1]:80"),
         (HeaderValue::from_static("[::1]"), "::1".into(), 80)
     );
+}
+
+/// A pool whose shared HTTP/2 slot holds a connection over an in-memory pipe (the far end
+/// is kept, unanswered: the slot logic does not need a server).
+async fn with_h2(id: u64) -> (Arc<Pool>, tokio::io::DuplexStream) {
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake::<_, RequestBody>(TokioIo::new(near))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let pool = pool("127.0.0.1:9".parse().expect("addr"));
+    *pool.lock_h2() = Some(Shared {
+        tx,
+        id,
+        used: Instant::now(),
+    });
+    (pool, far)
+}
+
+#[tokio::test]
+async fn the_shared_http2_connection_expires_unused_and_is_cleared_only_by_its_own_failure() {
+    let (pool, _far) = with_h2(7).await;
+    let start = Instant::now();
+    let half = start + IDLE_TIMEOUT / 2;
+    assert_eq!(pool.live_h2(half, true).map(|(_, id)| id), Some(7));
+    // Used at `half`: still live a little past `start + IDLE_TIMEOUT`...
+    let later = start + IDLE_TIMEOUT + Duration::from_secs(1);
+    assert_eq!(pool.live_h2(later, false).map(|(_, id)| id), Some(7));
+    // ...but not IDLE_TIMEOUT after its last use.
+    assert!(pool.live_h2(half + IDLE_TIMEOUT, false).is_none());
+    assert!(
+        pool.lock_h2().is_none(),
+        "the expired connection left the slot"
+    );
+
+    let (pool, _far) = with_h2(3).await;
+    pool.forget_h2(2);
+    assert!(
+        pool.lock_h2().is_some(),
+        "another connection's failure leaves it"
+    );
+    pool.forget_h2(3);
+    assert!(pool.lock_h2().is_none());
+}
+
+#[tokio::test]
+async fn a_closed_http2_connection_is_not_handed_out() {
+    let (pool, far) = with_h2(1).await;
+    drop(far);
+    // Its driver sees the pipe close and ends; the sender then reports closed.
+    let closed = async {
+        while !pool.lock_h2().as_ref().is_some_and(|s| s.tx.is_closed()) {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .expect("the connection closed");
+    assert!(pool.live_h2(Instant::now(), true).is_none());
+    assert!(pool.lock_h2().is_none());
 }
