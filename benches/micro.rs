@@ -3,7 +3,8 @@
 //! - key verification: parse + checksum, blake3, and the lookup in a [`Keyring`] of 1M keys;
 //! - the policy check: stages 1 and 2 of `proxy::pipeline` on a typical config;
 //! - the rate-limit take: one `Bucket::take`, and the whole stage 3 (`pipeline::limit`);
-//! - the SSE usage parser, per MB of an OpenAI stream fed in realistic frame sizes.
+//! - the SSE usage parser, per MB of an OpenAI stream fed in realistic frame sizes;
+//! - reading `usage` from a whole JSON response, by the size of its reply text.
 //!
 //! ```sh
 //! cargo bench --bench micro
@@ -435,5 +436,37 @@ mod sse_usage {
         bencher
             .counter(BytesCount::new(len))
             .bench_local(|| feed(black_box(&frames), true));
+    }
+}
+
+mod json_usage {
+    use super::*;
+
+    /// A whole chat completion with `choices` holding `content` bytes of reply text (as an
+    /// upstream escapes it: some quotes and newlines) and the usage after them.
+    fn completion(content: usize) -> Bytes {
+        let mut text = String::with_capacity(content);
+        while text.len() < content {
+            text.push_str(r#"The \"usage\" of tokens: {\"see\": [1, 2]} and more words.\n"#);
+        }
+        Bytes::from(format!(
+            r#"{{"id":"chatcmpl-bench0000000000000001","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}","refusal":null}},"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":9,"total_tokens":20,"prompt_tokens_details":{{"cached_tokens":0}}}},"system_fingerprint":"fp_bench"}}"#
+        ))
+    }
+
+    /// Reading the usage of one response body, arrived in one frame: `content` is the length of
+    /// the reply text (30 B is the bench upstream's canned answer; 4 KB a typical reply).
+    #[divan::bench(args = [30, 4096, 65536])]
+    fn per_body(bencher: Bencher, content: usize) {
+        let body = completion(content);
+        bencher
+            .counter(BytesCount::new(body.len()))
+            .bench_local(|| {
+                let mut reader = UsageReader::new(Format::Json, false);
+                reader.feed(black_box(body.clone()));
+                let tokens = reader.finish();
+                assert_eq!(tokens.output, Some(9));
+                tokens
+            });
     }
 }

@@ -12,6 +12,7 @@
 pub mod flush;
 pub mod parse;
 pub mod quota;
+mod scan;
 pub mod store;
 
 use std::collections::HashMap;

@@ -6,11 +6,13 @@
 //! When keygate itself asked an OpenAI stream for its usage chunk, that chunk is cut out of what
 //! the client receives: then whole events are kept until their blank line, and every other event
 //! is passed on the moment it is complete. JSON bodies are kept (as shared `Bytes`, bounded) and
-//! parsed at the end.
+//! their `usage` is found at the end.
 
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+use super::scan;
 
 /// Longest SSE line kept across frames; a longer line is skipped, not buffered without bound.
 const MAX_LINE: usize = 1024 * 1024;
@@ -32,21 +34,34 @@ impl Tokens {
     /// Reads a `usage` object: OpenAI (`prompt_tokens`/`completion_tokens`), Anthropic and the
     /// Responses API (`input_tokens`/`output_tokens`, plus Anthropic's cache tokens, which are
     /// input too). Fields it carries overwrite earlier ones: Anthropic's `message_delta` repeats
-    /// the cumulative output count.
-    fn merge(&mut self, usage: &UsageFields<'_>) {
-        let field = |raw: Option<&RawValue>| raw.and_then(|r| r.get().parse::<u64>().ok());
-        let input = field(usage.prompt_tokens)
-            .or_else(|| field(usage.input_tokens))
-            .map(|base| {
-                // Saturating: the numbers are the upstream's, and may be anything.
-                base.saturating_add(field(usage.cache_creation_input_tokens).unwrap_or(0))
-                    .saturating_add(field(usage.cache_read_input_tokens).unwrap_or(0))
-            });
+    /// the cumulative output count. A count that is not a whole number is ignored.
+    fn merge(&mut self, usage: &[u8]) {
+        let Some(
+            [
+                prompt,
+                completion,
+                input,
+                output,
+                cache_creation,
+                cache_read,
+            ],
+        ) = scan::members(usage, USAGE_FIELDS)
+        else {
+            return;
+        };
+        let field = |raw: Option<&[u8]>| {
+            raw.and_then(|r| std::str::from_utf8(r).ok())
+                .and_then(|r| r.parse::<u64>().ok())
+        };
+        let input = field(prompt).or_else(|| field(input)).map(|base| {
+            // Saturating: the numbers are the upstream's, and may be anything.
+            base.saturating_add(field(cache_creation).unwrap_or(0))
+                .saturating_add(field(cache_read).unwrap_or(0))
+        });
         if input.is_some() {
             self.input = input;
         }
-        if let Some(output) = field(usage.completion_tokens).or_else(|| field(usage.output_tokens))
-        {
+        if let Some(output) = field(completion).or_else(|| field(output)) {
             self.output = Some(output);
         }
     }
@@ -56,36 +71,36 @@ impl Tokens {
     /// Returns the object's shape, or `None` when it is not a JSON object.
     fn read<'a>(&mut self, json: &'a [u8]) -> Option<Envelope<'a>> {
         let envelope: Envelope<'a> = object(json)?;
-        self.collect(envelope.usage, envelope.message, envelope.response);
+        let span = |raw: Option<&'a RawValue>| raw.map(|r| r.get().as_bytes());
+        self.collect(
+            span(envelope.usage),
+            span(envelope.message),
+            span(envelope.response),
+        );
         Some(envelope)
     }
 
-    /// [`Tokens::read`] for a whole JSON response, which needs no `choices`: left out of the
-    /// envelope, they are skipped, where keeping them as a raw value checked all of the reply's
-    /// text as UTF-8 once more.
+    /// [`Tokens::read`] for a whole JSON response: the reply in its `choices` is skipped by a
+    /// structural scan (see [`super::scan`]), not checked byte by byte by serde_json; the
+    /// usage found is parsed as usual.
     fn read_response(&mut self, json: &[u8]) {
-        if let Some(r) = object::<ResponseEnvelope<'_>>(json) {
-            self.collect(r.usage, r.message, r.response);
+        if let Some([usage, message, response]) =
+            scan::members(json, [b"usage", b"message", b"response"])
+        {
+            self.collect(usage, message, response);
         }
     }
 
     /// Merges the usage found at the top, in `message` and in `response`.
-    fn collect(
-        &mut self,
-        usage: Option<&RawValue>,
-        message: Option<&RawValue>,
-        response: Option<&RawValue>,
-    ) {
-        fn nested<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
-            raw.and_then(|r| object::<ResponseEnvelope<'a>>(r.get().as_bytes()))
-                .and_then(|e| e.usage)
-                .map(RawValue::get)
+    fn collect(&mut self, usage: Option<&[u8]>, message: Option<&[u8]>, response: Option<&[u8]>) {
+        fn nested(object: Option<&[u8]>) -> Option<&[u8]> {
+            object
+                .and_then(|o| scan::members(o, [b"usage"]))
+                .and_then(|[usage]| usage)
         }
-        let found = [usage.map(RawValue::get), nested(message), nested(response)];
+        let found = [usage, nested(message), nested(response)];
         for usage in found.into_iter().flatten() {
-            if let Some(fields) = object::<UsageFields<'_>>(usage.as_bytes()) {
-                self.merge(&fields);
-            }
+            self.merge(usage);
         }
     }
 }
@@ -100,9 +115,9 @@ pub(crate) fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
     serde_json::from_slice(json).ok()
 }
 
-/// Where usage can be, borrowed from an event (or from the `message` or `response` object
-/// inside an event or a response); everything else is skipped. `choices` tells OpenAI's
-/// usage-only chunk apart.
+/// Where usage can be in an SSE event; everything else is skipped. `choices` tells OpenAI's
+/// usage-only chunk apart. (An event is parsed whole, so that one whose JSON is broken is never
+/// taken for the usage-only chunk and cut out of the stream.)
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow)]
@@ -115,35 +130,15 @@ struct Envelope<'a> {
     choices: Option<&'a RawValue>,
 }
 
-/// [`Envelope`] without `choices`, for whole JSON responses and for the `message` or
-/// `response` object inside one or inside an event. (One envelope generic over `choices` cost
-/// about 1% more instructions per request in bench/cpu.sh.)
-#[derive(Deserialize)]
-struct ResponseEnvelope<'a> {
-    #[serde(borrow)]
-    usage: Option<&'a RawValue>,
-    #[serde(borrow)]
-    message: Option<&'a RawValue>,
-    #[serde(borrow)]
-    response: Option<&'a RawValue>,
-}
-
-/// The counts of a `usage` object, read leniently (a field of another type is ignored).
-#[derive(Deserialize)]
-struct UsageFields<'a> {
-    #[serde(borrow)]
-    prompt_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    completion_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    input_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    output_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    cache_creation_input_tokens: Option<&'a RawValue>,
-    #[serde(borrow)]
-    cache_read_input_tokens: Option<&'a RawValue>,
-}
+/// The counts a `usage` object may carry, in the order [`Tokens::merge`] reads them.
+const USAGE_FIELDS: [&[u8]; 6] = [
+    b"prompt_tokens",
+    b"completion_tokens",
+    b"input_tokens",
+    b"output_tokens",
+    b"cache_creation_input_tokens",
+    b"cache_read_input_tokens",
+];
 
 /// How the body is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,219 @@
+//! Finding a few top-level members of a JSON object without parsing the rest of it.
+//!
+//! A completion's `usage` sits beside `choices`, which hold the whole reply: serde_json, even
+//! told to ignore them, checks them byte by byte (about 20 instructions a byte, most of the
+//! cost of metering a JSON response). [`members`] walks the object's structure instead: strings
+//! are skipped with `memchr` to their closing quote, nested objects and arrays by counting
+//! brackets outside strings, and only the wanted members' values are handed back, to be parsed
+//! properly. It does not validate what it skips; a malformed body yields `None` or spans that
+//! then fail to parse, never a panic, in time linear in the body's length. Keys are compared as
+//! written: a key spelled with escapes (`"\u0075sage"`) is not `usage` here.
+
+/// The values of `json`'s top-level members named `wanted` (the last one where a key repeats),
+/// as the byte spans they occupy; `None` when `json` is not one whole object.
+pub fn members<'a, const N: usize>(
+    json: &'a [u8],
+    wanted: [&[u8]; N],
+) -> Option<[Option<&'a [u8]>; N]> {
+    let mut found = [None; N];
+    let mut i = skip_ws(json, 0);
+    if json.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(json, i + 1);
+    if json.get(i) == Some(&b'}') {
+        return trailing_ws_only(json, i + 1).then_some(found);
+    }
+    loop {
+        if json.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(json, i)?;
+        let key = &json[i + 1..key_end - 1];
+        i = skip_ws(json, key_end);
+        if json.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(json, i + 1);
+        let end = value_end(json, i)?;
+        if let Some(slot) = wanted.iter().position(|w| *w == key) {
+            found[slot] = Some(&json[i..end]);
+        }
+        i = skip_ws(json, end);
+        match json.get(i)? {
+            b',' => i = skip_ws(json, i + 1),
+            b'}' => return trailing_ws_only(json, i + 1).then_some(found),
+            _ => return None,
+        }
+    }
+}
+
+fn skip_ws(json: &[u8], mut i: usize) -> usize {
+    while json.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
+}
+
+fn trailing_ws_only(json: &[u8], i: usize) -> bool {
+    skip_ws(json, i) == json.len()
+}
+
+/// Just past the closing quote of the string opening at `start`.
+fn string_end(json: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        let at = i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        if json[at] == b'"' {
+            return Some(at + 1);
+        }
+        // An escape: whatever follows the backslash is not a closing quote.
+        i = at + 2;
+    }
+}
+
+/// Just past the value starting at `start`.
+fn value_end(json: &[u8], start: usize) -> Option<usize> {
+    match json.get(start)? {
+        b'"' => string_end(json, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while let Some(&b) = json.get(i) {
+                match b {
+                    b'"' => {
+                        i = string_end(json, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        // A number, `true`, `false` or `null`.
+        _ => {
+            let len = json[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+                .unwrap_or(json.len() - start);
+            (len > 0).then_some(start + len)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::members;
+
+    fn usage_of(json: &str) -> Option<Option<Value>> {
+        members(json.as_bytes(), [b"usage"])
+            .map(|[u]| u.map(|span| serde_json::from_slice(span).expect("a whole value")))
+    }
+
+    #[test]
+    fn finds_members_past_strings_with_quotes_brackets_and_escapes() {
+        let body = r#" { "id" : "a\"}]{[\\" , "choices":[{"message":{"content":"usage\" : {}}","usage":1}}],
+            "n": -1.5e3, "ok": true, "none": null, "usage" : {"prompt_tokens": 5} } "#;
+        assert_eq!(usage_of(body), Some(Some(json!({"prompt_tokens": 5}))));
+        let [id, none] = members(body.as_bytes(), [b"id", b"none"]).unwrap();
+        assert_eq!(id, Some(&br#""a\"}]{[\\""#[..]));
+        assert_eq!(none, Some(&b"null"[..]));
+        assert_eq!(
+            usage_of(r#"{"usage":{}, "usage":{"a":1}}"#),
+            Some(Some(json!({"a": 1})))
+        );
+        assert_eq!(usage_of("{}"), Some(None));
+        // Escapes at the end of strings of many lengths.
+        for n in 12..20 {
+            let pad = "x".repeat(n);
+            let body = format!(r#"{{"a":"{pad}\"\\","usage":{{"n":{n}}}}}"#);
+            assert_eq!(usage_of(&body), Some(Some(json!({"n": n}))), "{body}");
+        }
+        assert_eq!(
+            usage_of(r#"{"\u0075sage":1}"#),
+            Some(None),
+            "keys compare as written"
+        );
+    }
+
+    #[test]
+    fn anything_but_one_whole_object_is_none() {
+        for body in [
+            "",
+            "[]",
+            r#""usage""#,
+            "{",
+            r#"{"usage""#,
+            r#"{"usage":"#,
+            r#"{"usage":{"a":1}"#,
+            r#"{"usage":"open}"#,
+            r#"{"a":"\"#,
+            r#"{"a":1 "usage":2}"#,
+            r#"{"usage":1}x"#,
+            r#"{"usage":}"#,
+            "{1:2}",
+        ] {
+            assert_eq!(usage_of(body), None, "{body}");
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".*".prop_map(Value::String),
+            r#"[\\"{}\[\]:,usage ]*"#.prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(r#"[a-z"\\]{0,6}|usage"#, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// On any object serde_json writes, compact or pretty, the scan finds what serde_json
+        /// reads back.
+        #[test]
+        fn agrees_with_serde_json(
+            fields in prop::collection::btree_map(r#"[a-z"\\]{0,6}|usage|message"#, json_value(), 0..6),
+            pretty in any::<bool>(),
+        ) {
+            let object = Value::Object(fields.into_iter().collect());
+            let text = if pretty {
+                serde_json::to_string_pretty(&object).unwrap()
+            } else {
+                serde_json::to_string(&object).unwrap()
+            };
+            let [usage, message] = members(text.as_bytes(), [b"usage", b"message"]).expect("an object");
+            for (span, key) in [(usage, "usage"), (message, "message")] {
+                let read = span.map(|s| serde_json::from_slice::<Value>(s).expect("a whole value"));
+                prop_assert_eq!(read.as_ref(), object.get(key));
+            }
+        }
+
+        /// Any bytes at all: an answer or `None`, never a panic.
+        #[test]
+        fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = members(&bytes, [b"usage"]);
+            let _ = members(&[&b"{\"usage\":"[..], &bytes].concat(), [b"usage"]);
+        }
+    }
+}
