@@ -21,38 +21,10 @@ fn chat(stream: bool) -> Value {
     json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
 }
 
-/// An OpenAI and an Anthropic upstream (the latter with a path prefix) at `https://localhost`,
-/// trusting `ca_file` when given.
+/// The usual routes and upstreams, at `https://localhost`, trusting `ca_file` when given.
 fn https_config(port: u16, ca_file: Option<&Path>) -> String {
-    let ca = ca_file.map_or(String::new(), |p| {
-        format!("ca_file = \"{}\"\n", p.display())
-    });
-    format!(
-        r#"
-[upstreams.openai]
-base_url = "https://localhost:{port}"
-api_key_env = "UPSTREAM_KEY"
-timeout = "5s"
-{ca}
-[upstreams.anthropic]
-base_url = "https://localhost:{port}/anthropic"
-api_key_env = "UPSTREAM_KEY"
-auth = "x-api-key"
-headers = {{ "anthropic-version" = "2023-06-01" }}
-timeout = "5s"
-{ca}
-[[routes]]
-path = "/v1/messages"
-upstream = "anthropic"
-scope = "chat"
-errors = "anthropic"
-
-[[routes]]
-path = "/v1/"
-upstream = "openai"
-scope = "chat"
-"#
-    )
+    let ca = ca_file.map_or(String::new(), |p| format!("ca_file = \"{}\"", p.display()));
+    common::upstream_config_at(&format!("https://localhost:{port}"), &ca)
 }
 
 /// keygate in front of a TLS fake upstream offering `alpn`, trusting the upstream's CA.

@@ -373,11 +373,7 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
+        drive(conn, "HTTP/2");
         let id = self.h2_made.fetch_add(1, Ordering::Relaxed);
         *self.lock_h2() = Some(Shared {
             tx: tx.clone(),
@@ -447,12 +443,20 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(SendError::Handshake)?;
+    drive(conn, "HTTP/1.1");
+    Ok(Sender::H1(tx))
+}
+
+/// Runs a connection's driver on this worker until the connection ends.
+fn drive<C>(conn: C, protocol: &'static str)
+where
+    C: Future<Output = hyper::Result<()>> + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+            tracing::debug!(error = %e, protocol, "upstream connection ended");
         }
     });
-    Ok(Sender::H1(tx))
 }
 
 #[cfg(test)]

@@ -45,19 +45,27 @@ pub struct TestApp {
 
 /// Routes and upstream pointing at a fake upstream, as most proxy tests want them.
 pub fn upstream_config(upstream: SocketAddr) -> String {
+    upstream_config_at(&format!("http://{upstream}"), "")
+}
+
+/// [`upstream_config`] for an upstream at `base` (a URL without a path), with `settings`
+/// (TOML lines such as `ca_file = ...`) added to both upstreams.
+pub fn upstream_config_at(base: &str, settings: &str) -> String {
     format!(
         r#"
 [upstreams.openai]
-base_url = "http://{upstream}"
+base_url = "{base}"
 api_key_env = "UPSTREAM_KEY"
 timeout = "5s"
+{settings}
 
 [upstreams.anthropic]
-base_url = "http://{upstream}/anthropic"
+base_url = "{base}/anthropic"
 api_key_env = "UPSTREAM_KEY"
 auth = "x-api-key"
 headers = {{ "anthropic-version" = "2023-06-01" }}
 timeout = "5s"
+{settings}
 
 [[routes]]
 path = "/v1/messages"
