@@ -39,7 +39,7 @@ async fn start(alpn: &[&[u8]]) -> (TestApp, FakeUpstream, tempfile::TempDir) {
 }
 
 #[tokio::test]
-async fn an_https_upstream_speaking_http1_is_reached_over_one_reused_connection() {
+async fn an_https_upstream_speaking_http1_is_reached_over_a_reused_connection_per_upstream() {
     let (app, upstream, _dir) = start(&[b"http/1.1"]).await;
     let (_, key) = app.create_key(json!({"name": "tls-up"})).await;
     let c = client();
