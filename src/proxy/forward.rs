@@ -94,13 +94,12 @@ impl Forward<'_> {
             .observe(latency.as_secs_f64());
         let upstream_ms = latency.as_millis() as u64;
         let (mut resp_parts, incoming) = resp.into_parts();
-        if resp_parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        if super::pool::ambiguous(&resp_parts.headers) {
             // hyper read the body by its transfer coding; a length beside it is stale and, passed
             // on, would cut the client's copy short. (The pool does not reuse the connection.)
-            if resp_parts.headers.remove(header::CONTENT_LENGTH).is_some() {
-                tracing::warn!(upstream = %config.name, request_id = %self.request_id,
-                    "upstream sent Content-Length with Transfer-Encoding; dropping the length and the connection");
-            }
+            resp_parts.headers.remove(header::CONTENT_LENGTH);
+            tracing::warn!(upstream = %config.name, request_id = %self.request_id,
+                "upstream sent Content-Length with Transfer-Encoding; dropping the length and the connection");
         }
         headers::strip_hop_by_hop(&mut resp_parts.headers);
         let now_ms = self.app.clock.now_ms();

@@ -384,8 +384,9 @@ impl Pool {
     }
 }
 
-/// Both `Transfer-Encoding` and `Content-Length`.
-fn ambiguous(headers: &http::HeaderMap) -> bool {
+/// Both `Transfer-Encoding` and `Content-Length`: the pool drops such a connection, and the
+/// forwarder drops the stale length.
+pub fn ambiguous(headers: &http::HeaderMap) -> bool {
     headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH)
 }
 

@@ -106,9 +106,8 @@ fn json_bodies_are_read_at_the_end() {
     );
     let (_, mut r) = feed_split("{\"truncated\":", 3, Format::Json, false);
     assert!(!r.finish().is_known());
-    // Arrays are not objects: a derived struct would read them by position.
-    // (Six usage fields; four fields in an event's envelope, three in a response's: arrays of
-    // exactly those lengths.)
+    // Arrays are not objects: none is read as a response, nor as the usage in one, whatever its
+    // length (six usage fields; three places a response's usage can be).
     for body in [
         r#"{"usage":[5,6,null,null,null,null]}"#,
         r#"[{"prompt_tokens":5,"completion_tokens":6},null,null,null]"#,
