@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::client::{self, post};
+use common::client::{self, post, raw};
 use common::upstream::FakeUpstream;
 use common::{TestApp, upstream_config};
 use http_body_util::{BodyExt, Full};
@@ -17,16 +17,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Sends raw bytes on a new connection and returns everything the server sent back before
-/// closing (or until 5 s pass).
-async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
-}
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_but_not_while_a_stream_runs() {

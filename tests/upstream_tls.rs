@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use common::certs;
-use common::client::{client, post, send};
+use common::client::{client, post, raw, send};
 use common::upstream::FakeUpstream;
 use common::{TestApp, UPSTREAM_SECRET};
 use http::{StatusCode, Version};
@@ -218,4 +218,51 @@ async fn an_upstream_that_closes_after_each_answer_still_gets_every_request() {
         connections += 1;
     }
     assert_eq!(connections, 5, "a closed connection is never reused");
+}
+
+/// A chunked `POST /v1/embeddings` (a route that streams the body through) with one chunk of
+/// `size` bytes, and the last chunk unless the client is to stall.
+fn chunked_upload(key: &str, size: usize, stall: bool) -> String {
+    let end = if stall { "" } else { "0\r\n\r\n" };
+    format!(
+        "POST /v1/embeddings HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         {size:x}\r\n{}\r\n{end}",
+        "x".repeat(size)
+    )
+}
+
+/// The client's faults with a streamed body are told apart from the upstream's whatever the
+/// upstream speaks (hyper's HTTP/2 client reports a failed body as a reset stream).
+#[tokio::test]
+async fn a_streamed_body_over_the_limit_or_stalled_is_the_clients_fault_over_http2_and_http1() {
+    for alpn in [&[&b"h2"[..]][..], &[&b"http/1.1"[..]][..]] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = certs::make(dir.path(), "upstream");
+        let ca_file = dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca_file, &certs.ca_pem).expect("write CA");
+        let upstream = FakeUpstream::start_tls(&certs.cert, &certs.key, alpn).await;
+        let app = TestApp::start_with_server(
+            "max_body_bytes = 64\nidle_timeout = \"500ms\"",
+            &https_config(upstream.addr.port(), Some(&ca_file)),
+        )
+        .await;
+        let (_, key) = app.create_key(json!({"name": "upload"})).await;
+
+        let answer = raw(app.addr, chunked_upload(&key, 32, false).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{alpn:?}: {answer}");
+        let answer = raw(app.addr, chunked_upload(&key, 4096, false).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 413"), "{alpn:?}: {answer}");
+        assert!(answer.contains("request_too_large"), "{alpn:?}: {answer}");
+        let answer = raw(app.addr, chunked_upload(&key, 16, true).as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{alpn:?}: {answer}");
+        assert!(
+            answer.contains("\"code\":\"invalid_request\""),
+            "{alpn:?}: {answer}"
+        );
+        // The upstream saw the small body whole, and never more than the limit of the others.
+        let bodies: Vec<usize> = upstream.received().iter().map(|r| r.body.len()).collect();
+        assert_eq!(bodies[0], 32, "{alpn:?}");
+        assert!(bodies.iter().all(|&n| n <= 64), "{alpn:?}: {bodies:?}");
+    }
 }

@@ -11,7 +11,7 @@
 //! its HTTP/1.1 upstream connection back to the pool.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -49,8 +49,28 @@ impl RequestBody {
             idle,
             timer: None,
             waiting: false,
+            failed: Arc::default(),
         }))
     }
+
+    /// Where a streamed body records why it failed, for the forwarder to read once the
+    /// upstream exchange has failed; `None` for a body that cannot fail. The error a body
+    /// yields does not always come back with the failed exchange (hyper's HTTP/2 client only
+    /// logs it and reports the stream as reset), so the body records it here as well.
+    pub fn failure(&self) -> Option<Arc<OnceLock<BodyFault>>> {
+        match self {
+            RequestBody::Full(_) => None,
+            RequestBody::Stream(b) => Some(Arc::clone(&b.failed)),
+        }
+    }
+}
+
+/// Why the client's body could not be sent: it went over `server.max_body_bytes`, or the
+/// client stopped sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    TooLarge,
+    Stalled,
 }
 
 /// The client stopped sending its body for longer than `server.idle_timeout`.
@@ -66,12 +86,19 @@ pub struct Streamed {
     timer: Option<Pin<Box<Sleep>>>,
     /// The timer runs for the current wait.
     waiting: bool,
+    /// Set when the body fails for one of the client's faults.
+    failed: Arc<OnceLock<BodyFault>>,
 }
 
 impl Streamed {
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             self.waiting = false;
+            if let Some(Err(e)) = &frame
+                && e.is::<http_body_util::LengthLimitError>()
+            {
+                let _ = self.failed.set(BodyFault::TooLarge);
+            }
             return Poll::Ready(frame);
         }
         if !self.waiting {
@@ -87,6 +114,7 @@ impl Streamed {
             .as_mut()
             .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
         if stalled {
+            let _ = self.failed.set(BodyFault::Stalled);
             return Poll::Ready(Some(Err(Box::new(BodyStalled))));
         }
         Poll::Pending

@@ -13,7 +13,7 @@ use std::time::Instant;
 use http::uri::PathAndQuery;
 use http::{Response, Uri, header, request::Parts};
 
-use super::body::{Relay, RequestBody, ResponseBody};
+use super::body::{BodyFault, BodyStalled, Relay, RequestBody, ResponseBody};
 use super::complete::Completion;
 use super::decide::Denied;
 use super::error::Code;
@@ -67,6 +67,7 @@ impl Forward<'_> {
                 out_headers.insert(name.clone(), value.clone());
             }
         }
+        let failure = body.failure();
         let mut req = http::Request::new(body);
         *req.method_mut() = parts.method.clone();
         *req.headers_mut() = out_headers;
@@ -83,7 +84,10 @@ impl Forward<'_> {
                         ),
                     ));
                 }
-                Ok(Err(e)) => return Err(classify(&config.name, &e)),
+                Ok(Err(e)) => {
+                    let fault = failure.and_then(|f| f.get().copied());
+                    return Err(classify(&config.name, &e, fault));
+                }
                 Ok(Ok(resp)) => resp,
             };
         let latency = sent.elapsed();
@@ -179,21 +183,25 @@ fn join(upstream: &Upstream, original: &Uri) -> Result<PathAndQuery, Denied> {
     })
 }
 
-/// Maps a send error to the refusal: a body over the limit is 413, a stalled body 400, a
-/// timeout 504, the rest 502. The cause goes to the log, never to the client.
-fn classify(upstream: &str, error: &SendError) -> Denied {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut chain = Vec::new();
-    while let Some(e) = source {
-        if e.is::<http_body_util::LengthLimitError>() {
+/// Maps a failed exchange to the refusal: a body over the limit is 413, a stalled body 400 (the
+/// client's faults, whatever the upstream connection made of them), a timeout 504, the rest
+/// 502. The cause goes to the log, never to the client.
+fn classify(upstream: &str, error: &SendError, body: Option<BodyFault>) -> Denied {
+    match body {
+        Some(BodyFault::TooLarge) => {
             return Denied::new(
                 Code::RequestTooLarge,
                 "the body is over server.max_body_bytes",
             );
         }
-        if e.is::<super::body::BodyStalled>() {
-            return Denied::new(Code::InvalidRequest, e.to_string());
+        Some(BodyFault::Stalled) => {
+            return Denied::new(Code::InvalidRequest, BodyStalled.to_string());
         }
+        None => {}
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut chain = Vec::new();
+    while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::TimedOut
         {

@@ -15,6 +15,18 @@ pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// Sends raw bytes on a new connection and returns everything the server sent back before
+/// closing (or until 5 s pass).
+pub async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("send the request");
+    let mut answer = Vec::new();
+    let wait = std::time::Duration::from_secs(5);
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// Sends `req` and collects the answer.
 pub async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Answer {
     let resp = client.request(req).await.expect("keygate answers");
