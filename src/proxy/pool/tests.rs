@@ -1,8 +1,11 @@
 //! The pool against a local HTTP/1.1 server: reuse, expiry, a body not read to its end, and a
-//! request sent again after a reused connection refused it; and the shared HTTP/2 slot: expiry,
-//! a closed connection, a failure clearing only its own connection.
+//! request sent again after a reused connection refused it; the shared HTTP/2 slot: expiry, a
+//! closed connection, a failure clearing only its own connection; and the relay's hold on its
+//! connection: back at the end of the body (or when an empty body is dropped), never after the
+//! client left or the upstream went quiet part way.
 
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
@@ -12,9 +15,11 @@ use hyper::service::service_fn;
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::ErrorStyle;
+use crate::proxy::body::{Relay, ResponseBody, StreamEnd, Tap};
 
-/// A server answering `/short` with a 2-byte body and `/long` with two chunks; counts the
-/// connections and the requests it gets.
+/// A server answering `/short` with a 2-byte body, `/empty` with none, `/long` with two chunks
+/// and `/stall` with one chunk and then silence; counts the connections and requests it gets.
 struct Server {
     addr: std::net::SocketAddr,
     connections: Arc<AtomicUsize>,
@@ -33,12 +38,13 @@ async fn server() -> Server {
             let r = Arc::clone(&r);
             let service = service_fn(move |req: Request<Incoming>| {
                 r.fetch_add(1, Ordering::SeqCst);
-                let long = req.uri().path() == "/long";
+                let path = req.uri().path().to_owned();
                 async move {
-                    let body = if long {
-                        Chunks(vec![Bytes::from("cd"), Bytes::from("ab")]).boxed()
-                    } else {
-                        Full::new(Bytes::from("ok")).boxed()
+                    let body = match path.as_str() {
+                        "/long" => Chunks::new(&["ab", "cd"], false).boxed(),
+                        "/empty" => Full::new(Bytes::new()).boxed(),
+                        "/stall" => Chunks::new(&["ab"], true).boxed(),
+                        _ => Full::new(Bytes::from("ok")).boxed(),
                     };
                     Ok::<_, Infallible>(Response::new(body))
                 }
@@ -56,8 +62,22 @@ async fn server() -> Server {
     }
 }
 
-/// A body of unknown length (sent chunked), popped from the back.
-struct Chunks(Vec<Bytes>);
+/// A body of unknown length (sent chunked): its chunks, then the end or (`stall`) nothing more,
+/// ever.
+struct Chunks {
+    rest: std::collections::VecDeque<Bytes>,
+    stall: bool,
+}
+
+impl Chunks {
+    fn new(chunks: &[&'static str], stall: bool) -> Chunks {
+        let rest = chunks.iter().map(|c| Bytes::from_static(c.as_bytes()));
+        Chunks {
+            rest: rest.collect(),
+            stall,
+        }
+    }
+}
 
 impl http_body::Body for Chunks {
     type Data = Bytes;
@@ -67,7 +87,11 @@ impl http_body::Body for Chunks {
         mut self: std::pin::Pin<&mut Self>,
         _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        std::task::Poll::Ready(self.0.pop().map(|c| Ok(Frame::data(c))))
+        match self.rest.pop_front() {
+            Some(chunk) => std::task::Poll::Ready(Some(Ok(Frame::data(chunk)))),
+            None if self.stall => std::task::Poll::Pending,
+            None => std::task::Poll::Ready(None),
+        }
     }
 }
 
@@ -286,4 +310,131 @@ async fn a_closed_http2_connection_is_not_handed_out() {
         .expect("the connection closed");
     assert!(pool.live_h2(Instant::now(), true).is_none());
     assert!(pool.lock_h2().is_none());
+}
+
+/// A tap that records how the relayed stream ended.
+struct Ended(Arc<Mutex<Option<StreamEnd>>>);
+
+impl Tap for Ended {
+    fn data(&mut self, chunk: Bytes) -> Option<Bytes> {
+        Some(chunk)
+    }
+
+    fn end(&mut self, outcome: StreamEnd) -> Option<Bytes> {
+        *self.0.lock().expect("tap lock") = Some(outcome);
+        None
+    }
+}
+
+/// GET `path` relayed as the forwarder relays it (the lease returned at the end), with `idle`
+/// as the upstream timeout; also says whether the connection was leased to the body.
+async fn relayed(
+    pool: &Arc<Pool>,
+    path: &'static str,
+    idle: Duration,
+) -> (ResponseBody, Arc<Mutex<Option<StreamEnd>>>, bool) {
+    let (resp, lease) = pool
+        .send(get(), PathAndQuery::from_static(path))
+        .await
+        .expect("sent");
+    let ended = Arc::new(Mutex::new(None));
+    let tap = Box::new(Ended(Arc::clone(&ended)));
+    let mut relay = Relay::new(
+        resp.into_body(),
+        idle,
+        false,
+        false,
+        ErrorStyle::OpenAi,
+        Arc::from("req_test"),
+        Some(tap),
+    );
+    let leased = lease.is_some();
+    if let Some(lease) = lease {
+        relay.return_on_end(lease);
+    }
+    (ResponseBody::Upstream(Box::new(relay)), ended, leased)
+}
+
+/// Waits (up to 5 s) for a connection to be back in the pool.
+async fn until_pooled(pool: &Pool) {
+    let back = async {
+        while idle(pool) == 0 {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), back)
+        .await
+        .expect("the connection went back to the pool");
+}
+
+fn outcome(ended: &Mutex<Option<StreamEnd>>) -> Option<StreamEnd> {
+    *ended.lock().expect("tap lock")
+}
+
+#[tokio::test]
+async fn a_relayed_body_read_to_its_end_returns_its_connection() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    let (mut body, ended, leased) = relayed(&pool, "/long", Duration::from_secs(60)).await;
+    assert!(leased, "a chunked body was still to come");
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        read.extend_from_slice(&frame.expect("frame").into_data().expect("data"));
+    }
+    assert_eq!(read, b"abcd");
+    assert_eq!(outcome(&ended), Some(StreamEnd::Complete));
+    // Back at the end of the body, not only when the relay is dropped.
+    until_pooled(&pool).await;
+    drop(body);
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 1, "reused");
+}
+
+#[tokio::test]
+async fn an_empty_relayed_body_returns_its_connection_even_unpolled() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    for _ in 0..3 {
+        // Whether the pool took the connection back with the head or the relay holds it until
+        // its (empty) body is dropped depends on when hyper's driver ran; either way, a body
+        // that hyper never polls (it is already at its end) must not keep the connection.
+        let (body, _, _) = relayed(&pool, "/empty", Duration::from_secs(60)).await;
+        drop(body);
+        until_pooled(&pool).await;
+    }
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 1, "reused");
+}
+
+#[tokio::test]
+async fn a_relayed_body_the_client_left_keeps_its_connection_out_of_the_pool() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    let (mut body, ended, _) = relayed(&pool, "/long", Duration::from_secs(60)).await;
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert_eq!(first.into_data().expect("data"), "ab");
+    drop(body);
+    assert_eq!(outcome(&ended), Some(StreamEnd::ClientGone));
+    assert_eq!(idle(&pool), 0, "the rest of the body is still on the wire");
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_relayed_body_that_stalls_times_out_and_keeps_its_connection_out_of_the_pool() {
+    let s = server().await;
+    let pool = pool(s.addr);
+    let (mut body, ended, _) = relayed(&pool, "/stall", Duration::from_secs(60)).await;
+    let first = body.frame().await.expect("a frame").expect("data");
+    assert_eq!(first.into_data().expect("data"), "ab");
+    // Nothing more comes: with the clock paused, tokio jumps to the upstream timeout.
+    tokio::time::pause();
+    let failed = body.frame().await.expect("an end");
+    assert!(failed.is_err(), "a JSON body ends in an error");
+    tokio::time::resume();
+    assert_eq!(outcome(&ended), Some(StreamEnd::UpstreamFailed));
+    drop(body);
+    assert_eq!(idle(&pool), 0);
+    assert_eq!(exchange(&pool, "/short").await, "ok");
+    assert_eq!(s.connections.load(Ordering::SeqCst), 2);
 }
