@@ -27,6 +27,10 @@ use crate::proxy::upstream::UpstreamClient;
 use crate::store::{Store, StoreError};
 use crate::usage::flush::{self, FlushStats};
 use crate::usage::{Meter, account_subject, key_subject};
+
+/// Threads reading the keys at startup. More than the cores: from a cold page cache, each waits
+/// on the disk most of the time.
+const LOAD_THREADS: usize = 8;
 use rustls::sign::CertifiedKey;
 
 /// Why keygate could not start.
@@ -169,6 +173,7 @@ impl App {
         let meter = Meter::new();
         let now_ms = clock.now_ms();
         let mut with_quota = Vec::new();
+        let keys_with_quota = std::sync::Mutex::new(Vec::new());
         store.read(|tx| {
             for account in tx.accounts()? {
                 keyring.apply_account(&account);
@@ -177,8 +182,10 @@ impl App {
                     with_quota.push((holder, account_subject(&account.name), q.period));
                 }
             }
-            keyring.reserve(usize::try_from(tx.key_count()?).unwrap_or(0));
-            tx.for_each_key_ref(|key| {
+            let keys = tx.key_count()?;
+            store.preload(keys);
+            keyring.reserve(usize::try_from(keys).unwrap_or(0));
+            tx.par_for_each_key_ref(LOAD_THREADS, |key| {
                 keyring.load(&key)?;
                 if key.revoked_at_ms.is_none()
                     && let (Some(q), Some(state)) = (
@@ -186,11 +193,20 @@ impl App {
                         keyring.find_current(&key.hash),
                     )
                 {
-                    with_quota.push((QuotaHolder::Key(state), key_subject(key.id), q.period));
+                    let found = (QuotaHolder::Key(state), key_subject(key.id), q.period);
+                    keys_with_quota
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(found);
                 }
                 Ok::<_, StartError>(())
             })
         })?;
+        with_quota.extend(
+            keys_with_quota
+                .into_inner()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         // Quota counters start from what the store holds for the current period.
         for (holder, subject, period) in with_quota {
             let counters = flush::seed(&store, &meter, &subject, period, now_ms)?;

@@ -179,6 +179,24 @@ pub fn new_id(created_ms: i64) -> Result<String, getrandom::Error> {
     Ok(id)
 }
 
+/// The lowest id a key created at `ms` can have: the ids of keys created before sort below it,
+/// those of keys created at or after it do not.
+pub fn first_id_at(ms: i64) -> String {
+    let mut id = String::with_capacity(12);
+    id.push_str("key_");
+    id.extend(encode_fixed(ms.max(0) as u64, 8).iter().map(|&b| b as char));
+    id
+}
+
+/// The creation time written in a key id; `None` for an id of another shape.
+pub fn id_created_ms(id: &str) -> Option<i64> {
+    let digits = id.strip_prefix("key_")?.as_bytes().get(..8)?;
+    digits.iter().try_fold(0i64, |ms, &b| {
+        let digit = ALPHABET.iter().position(|&a| a == b)?;
+        ms.checked_mul(62)?.checked_add(digit as i64)
+    })
+}
+
 /// Whether `id` has the shape of a key id (used to answer 404 early on nonsense).
 pub fn valid_id(id: &str) -> bool {
     id.len() == 20
@@ -318,6 +336,20 @@ mod tests {
         }
         assert!(!valid_id("key_short"));
         assert!(!valid_id("kez_0000000000000000"));
+    }
+
+    #[test]
+    fn an_ids_creation_time_reads_back_and_bounds_the_ids_of_that_time() {
+        for ms in [0, 1, 1_700_000_000_000, 1_800_000_000_123] {
+            let id = new_id(ms).unwrap();
+            assert_eq!(id_created_ms(&id), Some(ms), "{id}");
+            let bound = first_id_at(ms);
+            assert!(bound.as_str() <= id.as_str(), "{bound} {id}");
+            assert!(new_id(ms - 1).unwrap() < bound || ms == 0, "{bound}");
+            assert!(first_id_at(ms + 1) > id, "{id}");
+        }
+        assert_eq!(id_created_ms("acct_0000000000000000"), None);
+        assert_eq!(id_created_ms("key_000-"), None);
     }
 
     #[test]

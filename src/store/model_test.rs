@@ -43,8 +43,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Key `n`'s id; like real ids, it begins with a creation time (`n` ms).
 fn id(n: u8) -> String {
-    format!("key_{:016}", n)
+    format!("key_{n:08}{n:08}")
 }
 
 fn hash(seed: u8, n: u8) -> [u8; 32] {
@@ -139,6 +140,8 @@ proptest! {
                     prop_assert_eq!(existed, accounts.remove(&name).is_some());
                 }
                 Op::Reopen => {
+                    // As startup does; it only reads.
+                    store.as_ref().unwrap().preload(u64::MAX);
                     drop(store.take());
                     store = Some(Store::open(dir.path()).unwrap());
                 }
@@ -151,6 +154,17 @@ proptest! {
             let mut stored = Vec::new();
             tx.for_each_key(|k| { stored.push(k); Ok::<_, StoreError>(()) })?;
             assert_eq!(stored, keys.values().cloned().collect::<Vec<_>>());
+            // Startup's scan, split by creation time over threads, visits each once.
+            for threads in [1, 3, 8] {
+                let seen = std::sync::Mutex::new(Vec::new());
+                tx.par_for_each_key_ref(threads, |k| {
+                    seen.lock().unwrap().push(k.id.to_owned());
+                    Ok::<_, StoreError>(())
+                })?;
+                let mut seen = seen.into_inner().unwrap();
+                seen.sort();
+                assert_eq!(seen, keys.keys().cloned().collect::<Vec<_>>(), "{} threads", threads);
+            }
             // The hash index holds exactly the hashes of unrevoked keys.
             for k in keys.values() {
                 let expect = k.revoked_at_ms.is_none().then(|| k.id.clone());

@@ -59,6 +59,52 @@ pub struct WriteTx {
     txn: WriteTransaction,
 }
 
+/// Up to `parts - 1` ids splitting the time between the oldest and the newest key in `keys`
+/// evenly; none when there is nothing to split.
+fn split_by_time(
+    keys: &ReadOnlyTable<&'static str, &'static [u8]>,
+    parts: usize,
+) -> Result<Vec<String>, StoreError> {
+    let (Some(first), Some(last)) = (keys.first()?, keys.last()?) else {
+        return Ok(Vec::new());
+    };
+    let (Some(t0), Some(t1)) = (
+        crate::keys::id_created_ms(first.0.value()),
+        crate::keys::id_created_ms(last.0.value()),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let span = i128::from(t1) - i128::from(t0);
+    let parts = parts.max(1) as i128;
+    let mut bounds: Vec<String> = (1..parts)
+        .map(|i| {
+            let at = i128::from(t0) + span * i / parts;
+            crate::keys::first_id_at(i64::try_from(at).unwrap_or(i64::MAX))
+        })
+        .collect();
+    bounds.dedup();
+    Ok(bounds)
+}
+
+/// Calls `f` with each key whose id is in `from..to` (unbounded where `None`).
+fn each_key_in<E: From<StoreError>>(
+    keys: &ReadOnlyTable<&'static str, &'static [u8]>,
+    from: Option<&str>,
+    to: Option<&str>,
+    f: &(impl Fn(KeyRecordRef<'_>) -> Result<(), E> + Sync),
+) -> Result<(), E> {
+    use std::ops::Bound;
+    let range = (
+        from.map_or(Bound::Unbounded, Bound::Included),
+        to.map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    for entry in keys.range::<&str>(range).map_err(StoreError::from)? {
+        let (_, value) = entry.map_err(StoreError::from)?;
+        f(KeyRecordRef::decode(value.value()).map_err(StoreError::from)?)?;
+    }
+    Ok(())
+}
+
 impl ReadTx {
     pub(super) fn new(txn: ReadTransaction) -> Self {
         ReadTx { txn }
@@ -101,16 +147,33 @@ impl ReadTx {
         Ok(())
     }
 
-    /// Calls `f` with every key borrowed in place, oldest first: startup's fast path.
-    pub fn for_each_key_ref<E: From<StoreError>>(
+    /// Calls `f` with every key borrowed in place, in no particular order, from `threads`
+    /// threads over disjoint ranges of ids: startup's fast path. From a store that is not in
+    /// the page cache, reading is one random read per page, and the threads' reads overlap;
+    /// from one that is, the work is decoding and indexing, which the threads share. Ids begin
+    /// with their creation time, so the ranges split the time between the oldest key and the
+    /// newest evenly: as many keys each when keys were made at an even pace, at worst all of
+    /// them in one range (as fast as one thread).
+    pub fn par_for_each_key_ref<E: From<StoreError> + Send>(
         &self,
-        mut f: impl FnMut(KeyRecordRef<'_>) -> Result<(), E>,
+        threads: usize,
+        f: impl Fn(KeyRecordRef<'_>) -> Result<(), E> + Sync,
     ) -> Result<(), E> {
-        for entry in self.keys()?.iter().map_err(StoreError::from)? {
-            let (_, value) = entry.map_err(StoreError::from)?;
-            f(KeyRecordRef::decode(value.value()).map_err(StoreError::from)?)?;
-        }
-        Ok(())
+        let keys = self.keys()?;
+        let bounds = split_by_time(&keys, threads)?;
+        let (keys, f) = (&keys, &f);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..=bounds.len())
+                .map(|i| {
+                    let from = i.checked_sub(1).map(|j| bounds[j].as_str());
+                    let to = bounds.get(i).map(String::as_str);
+                    scope.spawn(move || each_key_in(keys, from, to, f))
+                })
+                .collect();
+            parts
+                .into_iter()
+                .try_for_each(|part| part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        })
     }
 
     pub fn key_count(&self) -> Result<u64, StoreError> {
