@@ -124,6 +124,35 @@ async fn an_https_upstream_offering_h2_gets_every_request_over_one_http2_connect
     assert_eq!(upstream.connections(), 1, "one multiplexed connection");
 }
 
+/// Concurrent requests that find no connection to an upstream that speaks HTTP/2 wait for one
+/// connection to be made rather than each making its own; over HTTP/1.1 each gets its own.
+#[tokio::test]
+async fn a_first_burst_shares_one_new_http2_connection_and_gets_its_own_over_http1() {
+    for (alpn, connections) in [
+        (&[&b"h2"[..], b"http/1.1"][..], 1..=1),
+        (&[b"http/1.1"], 2..=6),
+    ] {
+        let (app, upstream, _dir) = start(alpn).await;
+        let (_, key) = app.create_key(json!({"name": "burst"})).await;
+        let c = client();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..6 {
+            let (c, url, key) = (c.clone(), app.url("/v1/chat/completions"), key.clone());
+            tasks.spawn(async move { send(&c, post(&url, Some(&key), &chat(false))).await });
+        }
+        while let Some(answer) = tasks.join_next().await {
+            let answer = answer.expect("request task");
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+        }
+        assert_eq!(upstream.received().len(), 6);
+        assert!(
+            connections.contains(&upstream.connections()),
+            "{alpn:?}: {} connections",
+            upstream.connections()
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_upstream_certificate_from_an_untrusted_ca_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");

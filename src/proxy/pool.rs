@@ -8,22 +8,23 @@
 //! short or the upstream framed it ambiguously (`Content-Length` with `Transfer-Encoding`).
 //! A request that a reused connection refused before writing it (the upstream had just closed
 //! it) is sent again; a fresh connection's failure is final. Connecting (DNS, TCP with
-//! `TCP_NODELAY` and keep-alive, and TLS) is bounded by the upstream's `connect_timeout`.
+//! `TCP_NODELAY` and keep-alive, and TLS) is bounded by the upstream's `connect_timeout`. While
+//! an upstream speaks HTTP/2, or may (over TLS, until its first connection tells), requests
+//! that find no connection wait for one attempt to serve them all, and share its failure.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
 
+pub use self::connect::Target;
+use self::connect::{chain, drive, handshake_h1, kind, tcp_connect};
 use super::body::RequestBody;
 
 /// Idle connections are closed after this long: shorter than the idle timeouts of common LLM
@@ -42,65 +43,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 /// ...and closed when the ping is not answered within this.
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// TCP keep-alive probes start after this long without traffic.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
-
-/// Where and how to connect: one per upstream, shared by its workers' pools.
-pub struct Target {
-    /// Host name or IP address (without brackets), for DNS and for TLS's server name.
-    host: String,
-    port: u16,
-    scheme: Scheme,
-    authority: Authority,
-    /// `Host` of HTTP/1.1 requests: the authority without a default port.
-    host_header: HeaderValue,
-    tls: Option<(TlsConnector, ServerName<'static>)>,
-    connect_timeout: Duration,
-}
-
-impl Target {
-    /// The target of `base_url` (absolute, `http` or `https`; validated with the config).
-    pub fn new(
-        base_url: &Uri,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        connect_timeout: Duration,
-    ) -> Result<Target, String> {
-        let scheme = base_url.scheme().cloned().ok_or("base_url has no scheme")?;
-        let authority = base_url
-            .authority()
-            .cloned()
-            .ok_or("base_url has no host")?;
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let https = scheme == Scheme::HTTPS;
-        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let host_header = HeaderValue::from_str(match authority.port_u16() {
-            Some(p) if p == if https { 443 } else { 80 } => authority.host(),
-            _ => authority.as_str(),
-        })
-        .map_err(|e| e.to_string())?;
-        let tls = match (https, tls) {
-            (true, Some(config)) => {
-                let name = ServerName::try_from(host.to_owned()).map_err(|e| e.to_string())?;
-                Some((TlsConnector::from(config), name))
-            }
-            (true, None) => return Err("an https upstream needs a TLS client config".into()),
-            (false, _) => None,
-        };
-        Ok(Target {
-            host: host.to_owned(),
-            port,
-            scheme,
-            authority,
-            host_header,
-            tls,
-            connect_timeout,
-        })
-    }
-}
 
 /// Why a request could not be sent, or got no response.
 #[derive(Debug, thiserror::Error)]
@@ -126,7 +68,20 @@ pub struct Pool {
     h2_made: AtomicU64,
     /// The sweeping task runs (started with the first connection, on this worker's runtime).
     sweeping: AtomicBool,
+    /// What the upstream speaks ([`UNKNOWN`], [`H1`] or [`H2`]): a TLS upstream tells with its
+    /// first connection (ALPN), a plain one speaks HTTP/1.1.
+    protocol: AtomicU8,
+    /// Held while making a connection that may turn out HTTP/2: the requests that find no live
+    /// connection meanwhile wait for that one instead of each making its own.
+    h2_gate: tokio::sync::Mutex<()>,
+    /// The last attempt made under the gate that failed: when, and its error, for the requests
+    /// that waited on it (they fail with it rather than each trying again in turn).
+    gate_failure: Mutex<Option<(Instant, std::io::ErrorKind, String)>>,
 }
+
+const UNKNOWN: u8 = 0;
+const H1: u8 = 1;
+const H2: u8 = 2;
 
 /// An HTTP/1.1 connection lent to one exchange. [`Lease::release`] returns it once the response
 /// body has been read to its end; dropped instead, the connection closes.
@@ -169,11 +124,14 @@ enum Sender {
 impl Pool {
     pub fn new(target: Arc<Target>) -> Pool {
         Pool {
-            target,
             idle: Mutex::new(Vec::new()),
             h2: Mutex::new(None),
             h2_made: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
+            protocol: AtomicU8::new(if target.tls.is_some() { UNKNOWN } else { H1 }),
+            h2_gate: tokio::sync::Mutex::new(()),
+            gate_failure: Mutex::new(None),
+            target,
         }
     }
 
@@ -258,10 +216,45 @@ impl Pool {
                 return Ok((Sender::H1(tx), true));
             }
         }
-        // With no HTTP/2 connection yet, each request of a burst makes its own; the last one
-        // made stays shared. (Making waiters share one attempt would also make them share its
-        // failure; hyper-util's pool does that, and it was not worth the machinery here.)
-        Ok((self.connect().await?, false))
+        if self.protocol.load(Ordering::Relaxed) == H1 {
+            return Ok((self.connect().await?, false));
+        }
+        // The upstream speaks HTTP/2, or may: a burst waits for one connection to serve it all
+        // (over HTTP/1.1 only the first connection of a pool's life is waited for).
+        let gate = self.h2_gate.lock().await;
+        if let Some((tx, id)) = self.live_h2(Instant::now(), true) {
+            return Ok((Sender::H2(tx, id), true));
+        }
+        if self.protocol.load(Ordering::Relaxed) == H1 {
+            drop(gate);
+            return Ok((self.connect().await?, false));
+        }
+        if let Some(failed) = self.failed_since(now) {
+            return Err(SendError::Connect(failed));
+        }
+        match self.connect().await {
+            Ok(sender) => Ok((sender, false)),
+            Err(e) => {
+                *self.lock_gate_failure() = Some((Instant::now(), kind(&e), chain(&e)));
+                Err(e)
+            }
+        }
+    }
+
+    /// The failure of an attempt made under the gate that ended at or after `since`.
+    fn failed_since(&self, since: Instant) -> Option<std::io::Error> {
+        let failure = self.lock_gate_failure();
+        let (at, kind, text) = failure.as_ref()?;
+        (*at >= since).then(|| std::io::Error::new(*kind, text.clone()))
+    }
+
+    fn lock_gate_failure(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<(Instant, std::io::ErrorKind, String)>> {
+        // Replaced whole; a panic elsewhere cannot leave it half-written.
+        self.gate_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The HTTP/2 connection, unless there is none, it closed, or it went unused for
@@ -362,8 +355,10 @@ impl Pool {
             .map_err(|_| SendError::Connect(timed_out()))?
             .map_err(SendError::Connect)?;
         if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            self.protocol.store(H1, Ordering::Relaxed);
             return handshake_h1(stream).await;
         }
+        self.protocol.store(H2, Ordering::Relaxed);
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // A connection that went silent fails its streams instead of holding them until
@@ -402,63 +397,6 @@ async fn sweep_every(pool: Weak<Pool>, period: Duration) {
     }
 }
 
-/// A TCP connection to the first of `host`'s addresses that answers before `deadline`, with
-/// `TCP_NODELAY` (small writes must not wait for delayed ACKs) and keep-alive probes. Each
-/// address gets an equal share of the time left, so one that drops packets (an unreachable
-/// IPv6 route, say) does not use it all up.
-async fn tcp_connect(host: &str, port: u16, deadline: Instant) -> std::io::Result<TcpStream> {
-    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
-    let mut last = None;
-    for (n, addr) in addrs.iter().enumerate() {
-        let left = u32::try_from(addrs.len() - n).unwrap_or(u32::MAX);
-        let budget = deadline.saturating_duration_since(Instant::now()) / left;
-        match tokio::time::timeout(budget, TcpStream::connect(addr)).await {
-            Ok(Ok(tcp)) => {
-                tcp.set_nodelay(true)?;
-                let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
-                socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
-                return Ok(tcp);
-            }
-            Ok(Err(e)) => last = Some(e),
-            Err(_) => {
-                last = Some(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("{addr}: no answer within {budget:?}"),
-                ));
-            }
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{host} has no address"),
-        )
-    }))
-}
-
-async fn handshake_h1<T>(io: T) -> Result<Sender, SendError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (tx, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(SendError::Handshake)?;
-    drive(conn, "HTTP/1.1");
-    Ok(Sender::H1(tx))
-}
-
-/// Runs a connection's driver on this worker until the connection ends.
-fn drive<C>(conn: C, protocol: &'static str)
-where
-    C: Future<Output = hyper::Result<()>> + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, protocol, "upstream connection ended");
-        }
-    });
-}
-
+mod connect;
 #[cfg(test)]
 mod tests;

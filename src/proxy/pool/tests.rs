@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use super::*;
 use crate::config::ErrorStyle;
 use crate::proxy::body::{Relay, ResponseBody, StreamEnd, Tap};
+use http::HeaderValue;
 
 /// A server answering `/short` with a 2-byte body, `/empty` with none, `/long` with two chunks
 /// and `/stall` with one chunk and then silence; counts the connections and requests it gets.
@@ -437,4 +438,54 @@ async fn a_relayed_body_that_stalls_times_out_and_keeps_its_connection_out_of_th
     assert_eq!(idle(&pool), 0);
     assert_eq!(exchange(&pool, "/short").await, "ok");
     assert_eq!(s.connections.load(Ordering::SeqCst), 2);
+}
+
+/// An `https` pool for `addr` trusting no one (no test here gets as far as a certificate).
+fn tls_pool(addr: std::net::SocketAddr) -> Arc<Pool> {
+    let tls = rustls::ClientConfig::builder_with_provider(crate::net::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let base: Uri = format!("https://{addr}").parse().expect("uri");
+    let target = Target::new(&base, Some(Arc::new(tls)), Duration::from_secs(5)).expect("target");
+    Arc::new(Pool::new(Arc::new(target)))
+}
+
+#[tokio::test]
+async fn requests_waiting_on_a_connection_that_may_be_http2_share_its_failure() {
+    // Accepts and at once closes: every TLS handshake fails.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(tcp);
+        }
+    });
+    let pool = tls_pool(addr);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let pool = Arc::clone(&pool);
+        burst.spawn(async move { pool.send(get(), PathAndQuery::from_static("/")).await });
+    }
+    while let Some(sent) = burst.join_next().await {
+        let failed = sent.expect("task").err().expect("no TLS upstream there");
+        assert!(matches!(failed, SendError::Connect(_)), "{failed:?}");
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one attempt served the burst"
+    );
+
+    // A later request does not inherit that failure: it tries again.
+    assert!(
+        pool.send(get(), PathAndQuery::from_static("/"))
+            .await
+            .is_err()
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
