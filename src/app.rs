@@ -27,11 +27,11 @@ use crate::proxy::upstream::UpstreamClient;
 use crate::store::{Store, StoreError};
 use crate::usage::flush::{self, FlushStats};
 use crate::usage::{Meter, account_subject, key_subject};
+use rustls::sign::CertifiedKey;
 
 /// Threads reading the keys at startup. More than the cores: from a cold page cache, each waits
 /// on the disk most of the time.
 const LOAD_THREADS: usize = 8;
-use rustls::sign::CertifiedKey;
 
 /// Why keygate could not start.
 #[derive(Debug, thiserror::Error)]

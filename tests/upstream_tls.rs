@@ -125,9 +125,10 @@ async fn an_https_upstream_offering_h2_gets_every_request_over_one_http2_connect
 }
 
 /// Concurrent requests that find no connection to an upstream that speaks HTTP/2 wait for one
-/// connection to be made rather than each making its own; over HTTP/1.1 each gets its own.
+/// connection to be made rather than each making its own; over HTTP/1.1, where a connection
+/// carries one exchange at a time, they are not held to one.
 #[tokio::test]
-async fn a_first_burst_shares_one_new_http2_connection_and_gets_its_own_over_http1() {
+async fn a_first_burst_shares_one_new_http2_connection_but_not_an_http1_one() {
     for (alpn, connections) in [
         (&[&b"h2"[..], b"http/1.1"][..], 1..=1),
         (&[b"http/1.1"], 2..=6),

@@ -219,8 +219,9 @@ impl Pool {
         if self.protocol.load(Ordering::Relaxed) == H1 {
             return Ok((self.connect().await?, false));
         }
-        // The upstream speaks HTTP/2, or may: a burst waits for one connection to serve it all
-        // (over HTTP/1.1 only the first connection of a pool's life is waited for).
+        // The upstream speaks HTTP/2, or may (over TLS, until a connection has told): a burst
+        // waits for one attempt to serve it all. Once an upstream has answered in HTTP/1.1,
+        // its requests connect side by side again.
         let gate = self.h2_gate.lock().await;
         if let Some((tx, id)) = self.live_h2(Instant::now(), true) {
             return Ok((Sender::H2(tx, id), true));

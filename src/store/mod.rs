@@ -162,10 +162,13 @@ impl Store {
         if len > keys.saturating_mul(KEY_PAGE_BYTES * PRELOAD_MAX_RATIO) {
             return;
         }
+        let started = std::time::Instant::now();
         let mut buf = vec![0; 2 << 20];
         while let Ok(n @ 1..) = std::io::Read::read(&mut file, &mut buf) {
             std::hint::black_box(&buf[..n]);
         }
+        tracing::info!(path = %self.path.display(), bytes = len, ms = started.elapsed().as_millis() as u64,
+            "read the store through ahead of loading its keys");
     }
 
     /// Closes the handle and opens the database again.

@@ -140,7 +140,7 @@ proptest! {
                     prop_assert_eq!(existed, accounts.remove(&name).is_some());
                 }
                 Op::Reopen => {
-                    // As startup does; it only reads.
+                    // As startup does; it only reads (the checks below run on what follows).
                     store.as_ref().unwrap().preload(u64::MAX);
                     drop(store.take());
                     store = Some(Store::open(dir.path()).unwrap());

@@ -11,6 +11,8 @@
 //! Usage counters get their own tables from the metering code (`crate::usage`).
 //! Table handles are opened per operation and dropped before commit, as redb requires.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use redb::{
     ReadOnlyTable, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
@@ -86,11 +88,12 @@ fn split_by_time(
     Ok(bounds)
 }
 
-/// Calls `f` with each key whose id is in `from..to` (unbounded where `None`).
+/// Calls `f` with each key whose id is in `from..to` (unbounded where `None`), until `stop`.
 fn each_key_in<E: From<StoreError>>(
     keys: &ReadOnlyTable<&'static str, &'static [u8]>,
     from: Option<&str>,
     to: Option<&str>,
+    stop: &AtomicBool,
     f: &(impl Fn(KeyRecordRef<'_>) -> Result<(), E> + Sync),
 ) -> Result<(), E> {
     use std::ops::Bound;
@@ -99,6 +102,9 @@ fn each_key_in<E: From<StoreError>>(
         to.map_or(Bound::Unbounded, Bound::Excluded),
     );
     for entry in keys.range::<&str>(range).map_err(StoreError::from)? {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let (_, value) = entry.map_err(StoreError::from)?;
         f(KeyRecordRef::decode(value.value()).map_err(StoreError::from)?)?;
     }
@@ -135,7 +141,7 @@ impl ReadTx {
         list_keys(&keys, &index, filter)
     }
 
-    /// Calls `f` with every key, oldest first (startup loading).
+    /// Calls `f` with every key, oldest first.
     pub fn for_each_key<E: From<StoreError>>(
         &self,
         mut f: impl FnMut(KeyRecord) -> Result<(), E>,
@@ -161,18 +167,31 @@ impl ReadTx {
     ) -> Result<(), E> {
         let keys = self.keys()?;
         let bounds = split_by_time(&keys, threads)?;
-        let (keys, f) = (&keys, &f);
+        // Set when a range fails: the others stop early, the failure is what comes out.
+        let stop = AtomicBool::new(false);
+        let (keys, bounds, f, stop) = (&keys, &bounds, &f, &stop);
+        let part = move |i: usize| {
+            let from = i.checked_sub(1).map(|j| bounds[j].as_str());
+            let to = bounds.get(i).map(String::as_str);
+            let done = each_key_in(keys, from, to, stop, f);
+            if done.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+            done
+        };
         std::thread::scope(|scope| {
-            let parts: Vec<_> = (0..=bounds.len())
-                .map(|i| {
-                    let from = i.checked_sub(1).map(|j| bounds[j].as_str());
-                    let to = bounds.get(i).map(String::as_str);
-                    scope.spawn(move || each_key_in(keys, from, to, f))
-                })
-                .collect();
-            parts
+            let mut running = Vec::new();
+            for i in 0..=bounds.len() {
+                let thread = std::thread::Builder::new().name("keygate-load".into());
+                match thread.spawn_scoped(scope, move || part(i)) {
+                    Ok(t) => running.push(t),
+                    // No thread to be had (a limit on processes): this one reads the range.
+                    Err(_) => part(i)?,
+                }
+            }
+            running
                 .into_iter()
-                .try_for_each(|part| part.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .try_for_each(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         })
     }
 
