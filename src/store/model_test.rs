@@ -218,3 +218,38 @@ fn the_state_dir_is_created_private() {
     assert_eq!(mode, 0o700);
     assert!(state.join("keygate.redb").is_file());
 }
+
+#[test]
+fn the_parallel_key_scan_stops_with_the_error_or_panic_of_one_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write(|tx| {
+            for n in 0..200u8 {
+                tx.put_key(&key(n, 0, n, None, true), None)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+    let bad = id(150);
+    store
+        .read(|tx| {
+            let failed = tx.par_for_each_key_ref(8, |k| match k.id == bad {
+                true => Err(StoreError::Task(format!("cannot load {}", k.id))),
+                false => Ok(()),
+            });
+            assert!(
+                matches!(&failed, Err(StoreError::Task(m)) if m.contains(&bad)),
+                "{failed:?}"
+            );
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tx.par_for_each_key_ref(8, |k| {
+                    assert_ne!(k.id, bad, "a record that makes the loader panic");
+                    Ok::<_, StoreError>(())
+                })
+            }));
+            assert!(panicked.is_err(), "the panic reaches the caller");
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+}

@@ -167,17 +167,20 @@ impl ReadTx {
     ) -> Result<(), E> {
         let keys = self.keys()?;
         let bounds = split_by_time(&keys, threads)?;
-        // Set when a range fails: the others stop early, the failure is what comes out.
+        // Set when a range fails or panics (redb may, on a damaged file): the others stop
+        // early, and that failure is what comes out.
         let stop = AtomicBool::new(false);
         let (keys, bounds, f, stop) = (&keys, &bounds, &f, &stop);
         let part = move |i: usize| {
             let from = i.checked_sub(1).map(|j| bounds[j].as_str());
             let to = bounds.get(i).map(String::as_str);
-            let done = each_key_in(keys, from, to, stop, f);
-            if done.is_err() {
+            let done = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                each_key_in(keys, from, to, stop, f)
+            }));
+            if !matches!(done, Ok(Ok(()))) {
                 stop.store(true, Ordering::Relaxed);
             }
-            done
+            done.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         };
         std::thread::scope(|scope| {
             let mut running = Vec::new();
