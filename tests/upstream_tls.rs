@@ -125,13 +125,14 @@ async fn an_https_upstream_offering_h2_gets_every_request_over_one_http2_connect
 }
 
 /// Concurrent requests that find no connection to an upstream that speaks HTTP/2 wait for one
-/// connection to be made rather than each making its own; over HTTP/1.1, where a connection
-/// carries one exchange at a time, they are not held to one.
+/// connection to be made rather than each making its own. Over HTTP/1.1 they wait only for the
+/// first connection to tell the protocol, then each gets through (how many connections that
+/// takes depends on timing).
 #[tokio::test]
-async fn a_first_burst_shares_one_new_http2_connection_but_not_an_http1_one() {
+async fn a_first_burst_shares_one_new_http2_connection_and_gets_through_over_http1() {
     for (alpn, connections) in [
-        (&[&b"h2"[..], b"http/1.1"][..], 1..=1),
-        (&[b"http/1.1"], 2..=6),
+        (&[&b"h2"[..], b"http/1.1"][..], Some(1)),
+        (&[b"http/1.1"], None),
     ] {
         let (app, upstream, _dir) = start(alpn).await;
         let (_, key) = app.create_key(json!({"name": "burst"})).await;
@@ -146,11 +147,9 @@ async fn a_first_burst_shares_one_new_http2_connection_but_not_an_http1_one() {
             assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
         }
         assert_eq!(upstream.received().len(), 6);
-        assert!(
-            connections.contains(&upstream.connections()),
-            "{alpn:?}: {} connections",
-            upstream.connections()
-        );
+        if let Some(connections) = connections {
+            assert_eq!(upstream.connections(), connections, "{alpn:?}");
+        }
     }
 }
 
