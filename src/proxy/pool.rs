@@ -10,7 +10,8 @@
 //! it) is sent again; a fresh connection's failure is final. Connecting (DNS, TCP with
 //! `TCP_NODELAY` and keep-alive, and TLS) is bounded by the upstream's `connect_timeout`. While
 //! an upstream speaks HTTP/2, or may (over TLS, until its first connection tells), requests
-//! that find no connection wait for one attempt to serve them all, and share its failure.
+//! that find no connection wait for one attempt to serve them all, and share its failure; the
+//! attempt runs as a task of its own, so a waiter that gives up does not cut it short.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -21,6 +22,7 @@ use http::{Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use self::connect::Target;
@@ -71,13 +73,14 @@ pub struct Pool {
     /// What the upstream speaks ([`UNKNOWN`], [`H1`] or [`H2`]): a TLS upstream tells with its
     /// first connection (ALPN), a plain one speaks HTTP/1.1.
     protocol: AtomicU8,
-    /// Held while making a connection that may turn out HTTP/2: the requests that find no live
-    /// connection meanwhile wait for that one instead of each making its own.
-    h2_gate: tokio::sync::Mutex<()>,
-    /// The last attempt made under the gate that failed: when, and its error, for the requests
-    /// that waited on it (they fail with it rather than each trying again in turn).
-    gate_failure: Mutex<Option<(Instant, std::io::ErrorKind, String)>>,
+    /// The connection being made while the upstream speaks HTTP/2, or may: the requests that
+    /// find no live connection meanwhile wait for its end instead of each making their own.
+    attempt: Mutex<Option<watch::Receiver<Option<Attempt>>>>,
 }
+
+/// How a shared connection attempt ended: it left a connection (the shared HTTP/2 one, or an
+/// idle HTTP/1.1 one), or failed with this kind and text (for each request that waited on it).
+type Attempt = Result<(), (std::io::ErrorKind, String)>;
 
 const UNKNOWN: u8 = 0;
 const H1: u8 = 1;
@@ -129,8 +132,7 @@ impl Pool {
             h2_made: AtomicU64::new(0),
             sweeping: AtomicBool::new(false),
             protocol: AtomicU8::new(if target.tls.is_some() { UNKNOWN } else { H1 }),
-            h2_gate: tokio::sync::Mutex::new(()),
-            gate_failure: Mutex::new(None),
+            attempt: Mutex::new(None),
             target,
         }
     }
@@ -222,40 +224,61 @@ impl Pool {
         // The upstream speaks HTTP/2, or may (over TLS, until a connection has told): a burst
         // waits for one attempt to serve it all. Once an upstream has answered in HTTP/1.1,
         // its requests connect side by side again.
-        let gate = self.h2_gate.lock().await;
+        let mut ended = self.join_attempt();
+        let outcome = match ended.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone(),
+            // The task ended without saying how (it panicked, or its runtime is shutting down).
+            Err(_) => Some(Err((
+                std::io::ErrorKind::Interrupted,
+                "the connection attempt was abandoned".to_owned(),
+            ))),
+        };
+        if let Some(Err((kind, text))) = outcome {
+            return Err(SendError::Connect(std::io::Error::new(kind, text)));
+        }
+        // A fresh connection either way: its refusal is final.
         if let Some((tx, id)) = self.live_h2(Instant::now(), true) {
-            return Ok((Sender::H2(tx, id), true));
+            return Ok((Sender::H2(tx, id), false));
         }
-        if self.protocol.load(Ordering::Relaxed) == H1 {
-            drop(gate);
-            return Ok((self.connect().await?, false));
+        if let Some(tx) = self.pop_idle(Instant::now()).filter(|tx| tx.is_ready()) {
+            return Ok((Sender::H1(tx), false));
         }
-        if let Some(failed) = self.failed_since(now) {
-            return Err(SendError::Connect(failed));
-        }
-        match self.connect().await {
-            Ok(sender) => Ok((sender, false)),
-            Err(e) => {
-                *self.lock_gate_failure() = Some((Instant::now(), kind(&e), chain(&e)));
-                Err(e)
-            }
-        }
+        // The attempt's connection went to another waiter, or closed at once: this request
+        // makes its own rather than start another round.
+        Ok((self.connect().await?, false))
     }
 
-    /// The failure of an attempt made under the gate that ended at or after `since`.
-    fn failed_since(&self, since: Instant) -> Option<std::io::Error> {
-        let failure = self.lock_gate_failure();
-        let (at, kind, text) = failure.as_ref()?;
-        (*at >= since).then(|| std::io::Error::new(*kind, text.clone()))
-    }
-
-    fn lock_gate_failure(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Option<(Instant, std::io::ErrorKind, String)>> {
-        // Replaced whole; a panic elsewhere cannot leave it half-written.
-        self.gate_failure
+    /// The shared attempt under way, or a new one: a task that connects, leaves its connection
+    /// in the pool and says how it ended.
+    fn join_attempt(self: &Arc<Self>) -> watch::Receiver<Option<Attempt>> {
+        let mut slot = self
+            .attempt
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(running) = slot.as_ref()
+            && running.borrow().is_none()
+            && running.has_changed().is_ok()
+        {
+            return running.clone();
+        }
+        let (report, ended) = watch::channel(None);
+        *slot = Some(ended.clone());
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            let outcome = match pool.connect().await {
+                Ok(Sender::H1(mut tx)) => {
+                    // Pooled once its driver runs and wants a request, like every idle one.
+                    if tx.ready().await.is_ok() {
+                        pool.put(tx);
+                    }
+                    Ok(())
+                }
+                Ok(Sender::H2(..)) => Ok(()),
+                Err(e) => Err((kind(&e), chain(&e))),
+            };
+            report.send_replace(Some(outcome));
+        });
+        ended
     }
 
     /// The HTTP/2 connection, unless there is none, it closed, or it went unused for

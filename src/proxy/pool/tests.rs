@@ -2,7 +2,8 @@
 //! request sent again after a reused connection refused it; the shared HTTP/2 slot: expiry, a
 //! closed connection, a failure clearing only its own connection; and the relay's hold on its
 //! connection: back at the end of the body (or when an empty body is dropped), never after the
-//! client left or the upstream went quiet part way.
+//! client left or the upstream went quiet part way; and the attempt a burst to a maybe-HTTP/2
+//! upstream shares: one for all, its failure theirs, outliving the request that started it.
 
 use std::convert::Infallible;
 use std::sync::Mutex;
@@ -488,4 +489,54 @@ async fn requests_waiting_on_a_connection_that_may_be_http2_share_its_failure() 
             .is_err()
     );
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_shared_attempt_outlives_the_request_that_started_it() {
+    // Accepts and holds every connection until told to close them: the TLS handshakes wait.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let (close, closing) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut closing = closing.clone();
+            tokio::spawn(async move {
+                let _held = tcp;
+                let _ = closing.wait_for(|close| *close).await;
+            });
+        }
+    });
+    let pool = tls_pool(addr);
+    let send = |pool: &Arc<Pool>| {
+        let pool = Arc::clone(pool);
+        tokio::spawn(async move { pool.send(get(), PathAndQuery::from_static("/")).await })
+    };
+    let first = send(&pool);
+    while accepted.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiting: Vec<_> = (0..3).map(|_| send(&pool)).collect();
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    // The request that started the attempt goes away (its client left, say).
+    first.abort();
+    assert!(matches!(first.await, Err(e) if e.is_cancelled()));
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "the waiters still wait on the first attempt"
+    );
+    close.send_replace(true);
+    for waiter in waiting {
+        let failed = waiter.await.expect("task").err().expect("no TLS there");
+        assert!(matches!(failed, SendError::Connect(_)), "{failed:?}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt in all");
 }
