@@ -171,7 +171,7 @@ pub fn new_id(created_ms: i64) -> Result<String, getrandom::Error> {
     id.push_str("key_");
     // 62^8 ms is about 6,900 years: no timestamp of this era overflows 8 digits.
     id.extend(
-        encode_fixed(created_ms.max(0) as u64, 8)
+        encode_fixed::<8>(created_ms.max(0) as u64)
             .iter()
             .map(|&b| b as char),
     );
@@ -184,7 +184,11 @@ pub fn new_id(created_ms: i64) -> Result<String, getrandom::Error> {
 pub fn first_id_at(ms: i64) -> String {
     let mut id = String::with_capacity(12);
     id.push_str("key_");
-    id.extend(encode_fixed(ms.max(0) as u64, 8).iter().map(|&b| b as char));
+    id.extend(
+        encode_fixed::<8>(ms.max(0) as u64)
+            .iter()
+            .map(|&b| b as char),
+    );
     id
 }
 
@@ -222,14 +226,13 @@ fn random_base62(n: usize) -> Result<String, getrandom::Error> {
 }
 
 fn encode_checksum(crc: u32) -> [u8; CHECKSUM_LEN] {
-    encode_fixed(u64::from(crc), CHECKSUM_LEN)
-        .try_into()
-        .expect("encode_fixed returns exactly the requested width")
+    encode_fixed(u64::from(crc))
 }
 
-/// `value` as exactly `width` base62 digits, most significant first (zero-padded).
-fn encode_fixed(mut value: u64, width: usize) -> Vec<u8> {
-    let mut out = vec![ALPHABET[0]; width];
+/// `value` as exactly `W` base62 digits, most significant first (zero-padded). On the stack:
+/// every authentication makes a checksum.
+fn encode_fixed<const W: usize>(mut value: u64) -> [u8; W] {
+    let mut out = [ALPHABET[0]; W];
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value % 62) as usize];
         value /= 62;
@@ -354,10 +357,10 @@ mod tests {
 
     #[test]
     fn fixed_width_encoding_is_order_preserving() {
-        assert_eq!(encode_fixed(0, 3), b"000");
-        assert_eq!(encode_fixed(61, 2), b"0z");
-        assert_eq!(encode_fixed(62, 2), b"10");
-        assert_eq!(encode_fixed(u64::from(u32::MAX), 6).len(), 6);
+        assert_eq!(&encode_fixed::<3>(0), b"000");
+        assert_eq!(&encode_fixed::<2>(61), b"0z");
+        assert_eq!(&encode_fixed::<2>(62), b"10");
+        assert_eq!(encode_fixed::<6>(u64::from(u32::MAX)).len(), 6);
     }
 
     proptest! {

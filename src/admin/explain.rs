@@ -89,8 +89,8 @@ pub async fn explain(ctx: &Ctx, body: &[u8]) -> Result<AdminResponse, ApiError> 
     let route = Some(route_json(routed.route));
     let upstream = Some(Value::String(routed.upstream.to_owned()));
     let mut extra = Map::new();
-    if let Some(model) = &routed.model {
-        extra.insert("model".into(), Value::String(model.clone()));
+    if let Some(model) = routed.model {
+        extra.insert("model".into(), Value::String(model.to_owned()));
     }
     let reserve = config.limits.reserve_tokens;
     let mono_ns = app.clock.mono_ns();

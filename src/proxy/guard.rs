@@ -24,11 +24,12 @@ const MAX_TRACKED: usize = 100_000;
 
 /// Whether `path` is safe to route and forward as written.
 pub fn path_is_clean(path: &str) -> bool {
-    if !path.starts_with('/') || path.contains('\\') {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') || memchr::memchr(b'\\', bytes).is_some() {
         return false;
     }
     // Percent-encoded dot, slash, backslash or NUL, in either case; no allocation.
-    let encoded = path.as_bytes().windows(3).any(|w| {
+    let encoded = bytes.windows(3).any(|w| {
         w[0] == b'%'
             && matches!(
                 (w[1], w[2].to_ascii_lowercase()),
@@ -38,9 +39,9 @@ pub fn path_is_clean(path: &str) -> bool {
     if encoded {
         return false;
     }
-    !path
-        .split('/')
-        .any(|segment| segment == "." || segment == "..")
+    !bytes
+        .split(|&b| b == b'/')
+        .any(|segment| segment == b"." || segment == b"..")
 }
 
 /// Failed-authentication buckets by client IP.

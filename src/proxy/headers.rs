@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::clock::rfc3339;
@@ -75,12 +76,12 @@ pub fn for_upstream(headers: &mut HeaderMap, request_id: &str) {
 const OWNED_PREFIXES: [&str; 2] = ["x-ratelimit-", "anthropic-ratelimit-"];
 
 /// The rate-limit header names, made once: `[limit, remaining, reset]` per family and unit.
-const GENERIC: [HeaderName; 3] = [
+static GENERIC: [HeaderName; 3] = [
     HeaderName::from_static("x-ratelimit-limit"),
     HeaderName::from_static("x-ratelimit-remaining"),
     HeaderName::from_static("x-ratelimit-reset"),
 ];
-const OPENAI: [[HeaderName; 3]; 2] = [
+static OPENAI: [[HeaderName; 3]; 2] = [
     [
         HeaderName::from_static("x-ratelimit-limit-requests"),
         HeaderName::from_static("x-ratelimit-remaining-requests"),
@@ -92,7 +93,7 @@ const OPENAI: [[HeaderName; 3]; 2] = [
         HeaderName::from_static("x-ratelimit-reset-tokens"),
     ],
 ];
-const ANTHROPIC: [[HeaderName; 3]; 2] = [
+static ANTHROPIC: [[HeaderName; 3]; 2] = [
     [
         HeaderName::from_static("anthropic-ratelimit-requests-limit"),
         HeaderName::from_static("anthropic-ratelimit-requests-remaining"),
@@ -121,25 +122,81 @@ pub fn rate_limits(headers: &mut HeaderMap, granted: &Granted, style: ErrorStyle
             headers.remove(name);
         }
     }
+    let mut values = Values::new();
     if let Some(level) = granted.requests {
         let [limit, remaining, reset] = &GENERIC;
-        headers.insert(limit, HeaderValue::from(level.limit));
-        headers.insert(remaining, HeaderValue::from(level.remaining));
-        headers.insert(reset, HeaderValue::from(reset_unix(now_ms, level.reset)));
+        values.number(limit, level.limit);
+        values.number(remaining, level.remaining);
+        values.number(reset, reset_unix(now_ms, level.reset));
     }
     for (unit, level) in [granted.requests, granted.tokens].into_iter().enumerate() {
         let Some(level) = level else { continue };
-        let (names, reset) = match style {
-            ErrorStyle::OpenAi => (&OPENAI[unit], go_duration(level.reset)),
+        let names = match style {
+            ErrorStyle::OpenAi => &OPENAI[unit],
+            ErrorStyle::Anthropic => &ANTHROPIC[unit],
+        };
+        values.number(&names[0], level.limit);
+        values.number(&names[1], level.remaining);
+        match style {
+            ErrorStyle::OpenAi => write_go_duration(&mut values.buf, level.reset),
             ErrorStyle::Anthropic => {
                 let ms = i64::try_from(level.reset.as_millis()).unwrap_or(i64::MAX);
-                (&ANTHROPIC[unit], rfc3339(now_ms.saturating_add(ms)))
+                values
+                    .buf
+                    .extend_from_slice(rfc3339(now_ms.saturating_add(ms)).as_bytes());
             }
-        };
-        headers.insert(&names[0], HeaderValue::from(level.limit));
-        headers.insert(&names[1], HeaderValue::from(level.remaining));
-        if let Ok(v) = HeaderValue::from_str(&reset) {
-            headers.insert(&names[2], v);
+        }
+        values.end(&names[2]);
+    }
+    values.set(headers);
+}
+
+/// The most rate-limit headers one response gets: the generic trio and two dialect trios.
+const MAX_VALUES: usize = 9;
+
+/// Rate-limit header values, written one after another into one buffer and handed out as
+/// slices of it: one allocation for all of them, where a `HeaderValue` made from a number or a
+/// string allocates once or twice each.
+struct Values<'n> {
+    buf: BytesMut,
+    /// Each value's name and where it ends in `buf` (it starts where the one before ends).
+    set: [Option<(&'n HeaderName, usize)>; MAX_VALUES],
+    len: usize,
+}
+
+impl<'n> Values<'n> {
+    fn new() -> Values<'n> {
+        Values {
+            buf: BytesMut::with_capacity(128),
+            set: [None; MAX_VALUES],
+            len: 0,
+        }
+    }
+
+    fn number(&mut self, name: &'n HeaderName, n: u64) {
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        self.end(name);
+    }
+
+    /// What was written since the last value is `name`'s value.
+    fn end(&mut self, name: &'n HeaderName) {
+        if let Some(slot) = self.set.get_mut(self.len) {
+            *slot = Some((name, self.buf.len()));
+            self.len += 1;
+        }
+    }
+
+    fn set(self, headers: &mut HeaderMap) {
+        headers.reserve(self.len);
+        let all = self.buf.freeze();
+        let mut start = 0;
+        for (name, end) in self.set.into_iter().flatten() {
+            // Digits, letters and the punctuation of a timestamp: always a valid value.
+            if let Ok(v) = HeaderValue::from_maybe_shared(all.slice(start..end)) {
+                headers.insert(name, v);
+            }
+            start = end;
         }
     }
 }
@@ -159,19 +216,28 @@ fn reset_unix(now_ms: i64, reset: Duration) -> u64 {
     u64::try_from(at.div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
-/// A duration as OpenAI writes it: `20ms`, `1s`, `6m0s`, `1h2m3s` (Go's notation, with seconds
-/// rounded up so a client that waits this long finds the unit back).
-pub fn go_duration(d: Duration) -> String {
+/// Writes a duration as OpenAI does: `20ms`, `1s`, `6m0s`, `1h2m3s` (Go's notation, with
+/// seconds rounded up so a client that waits this long finds the unit back).
+fn write_go_duration(out: &mut BytesMut, d: Duration) {
+    let mut digits = itoa::Buffer::new();
     if d < Duration::from_secs(1) {
-        return format!("{}ms", d.as_millis().max(if d.is_zero() { 0 } else { 1 }));
+        let ms = d.as_millis().max(if d.is_zero() { 0 } else { 1 });
+        out.extend_from_slice(digits.format(ms).as_bytes());
+        out.extend_from_slice(b"ms");
+        return;
     }
     let total = d.as_millis().div_ceil(1000);
     let (h, m, s) = (total / 3600, (total / 60) % 60, total % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
+    if h > 0 {
+        out.extend_from_slice(digits.format(h).as_bytes());
+        out.extend_from_slice(b"h");
     }
+    if h > 0 || m > 0 {
+        out.extend_from_slice(digits.format(m).as_bytes());
+        out.extend_from_slice(b"m");
+    }
+    out.extend_from_slice(digits.format(s).as_bytes());
+    out.extend_from_slice(b"s");
 }
 
 /// Adds `access-control-allow-origin: <origin>` and `vary: origin` to an allowed
@@ -321,6 +387,12 @@ mod tests {
         );
         assert!(!h.contains_key("anthropic-ratelimit-tokens-limit"));
         assert!(!h.contains_key("x-ratelimit-limit-requests"));
+    }
+
+    fn go_duration(d: Duration) -> String {
+        let mut out = BytesMut::new();
+        write_go_duration(&mut out, d);
+        String::from_utf8(out.to_vec()).expect("ASCII")
     }
 
     #[test]

@@ -248,7 +248,13 @@ async fn serve(
             "the body names no model as a string, and this key is limited to models",
         )));
     }
-    let routed = pipeline::route_request(
+    let pipeline::Routed {
+        route_index,
+        route,
+        model,
+        preset,
+        upstream,
+    } = pipeline::route_request(
         config,
         &live.route_order,
         &policy,
@@ -258,8 +264,9 @@ async fn serve(
         json.and_then(JsonBody::assistant_id),
     )
     .map_err(with_key)?;
-    let style = routed.route.errors;
-    let route_index = routed.route_index;
+    // The request uses tokens when it names a model (its body's, or a preset's).
+    let tokens_expected = model.is_some();
+    let style = route.errors;
     let with_key = |denied: Denied| Refusal {
         key: Some(Arc::clone(&key)),
         route: Some(route_index),
@@ -293,12 +300,11 @@ async fn serve(
         });
     }
 
-    let tokens_expected = routed.model.is_some();
     let mut drop_usage_chunk = false;
     let mut input_estimate = content_length.unwrap_or(0) / 4;
     if let Some(Payload::Json(json)) = &mut payload {
         input_estimate = json.len() as u64 / 4;
-        if let Some(preset) = routed.preset
+        if let Some(preset) = preset
             && !json.apply_preset(preset, style == ErrorStyle::Anthropic)
         {
             return Err(with_key(Denied::new(
@@ -335,8 +341,8 @@ async fn serve(
     let ctx = forward::Forward {
         app,
         live,
-        route: routed.route,
-        upstream: routed.upstream,
+        route,
+        upstream,
         admitted: &admitted,
         request_id,
         origin: origin.as_deref(),
@@ -497,9 +503,11 @@ fn is_json(headers: &http::HeaderMap) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_none_or(|ct| {
+            const JSON: &[u8] = b"application/json";
             ct.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
+                .as_bytes()
+                .get(..JSON.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(JSON))
         })
 }
 

@@ -38,26 +38,26 @@ pub fn before_body(
 
 /// What stage 2 decided.
 #[derive(Debug, Clone)]
-pub struct Routed<'a> {
+pub struct Routed<'a, 'm> {
     pub route_index: usize,
     pub route: &'a Route,
     /// The model the request will use: the body's, or the preset's.
-    pub model: Option<String>,
+    pub model: Option<&'m str>,
     pub preset: Option<&'a Preset>,
     /// Where the request goes: the preset's upstream, else the route's.
     pub upstream: &'a str,
 }
 
 /// Stage 2.
-pub fn route_request<'a>(
+pub fn route_request<'a: 'm, 'm>(
     config: &'a Snapshot,
     order: &[usize],
     policy: &KeyPolicy,
     method: &Method,
     path: &str,
-    model: Option<&str>,
+    model: Option<&'m str>,
     assistant_id: Option<&str>,
-) -> Result<Routed<'a>, Denied> {
+) -> Result<Routed<'a, 'm>, Denied> {
     let preset = match assistant_id {
         None => None,
         Some(id) => Some(config.presets.get(id).ok_or_else(|| {
@@ -71,7 +71,7 @@ pub fn route_request<'a>(
     Ok(Routed {
         route_index,
         route,
-        model: model.map(str::to_owned),
+        model,
         preset,
         upstream: preset.map_or(route.upstream.as_str(), |p| p.upstream.as_str()),
     })
