@@ -226,11 +226,20 @@ async fn metrics_count_requests_auth_failures_and_latency() {
     let app = TestApp::start(&upstream_config(upstream.addr)).await;
     let (_, key) = app.create_key(json!({"name": "m"})).await;
     let c = client::client();
-    send(
-        &c,
-        post(&app.url("/v1/chat/completions"), Some(&key), &chat()),
-    )
-    .await;
+    // The counter of a 200 is looked up once per config generation: twice before a reload
+    // and once after must count 3, on the one series.
+    for reload in [false, false, true] {
+        if reload {
+            let (s, _) = app.admin(Method::POST, "/api/config/reload", None).await;
+            assert_eq!(s, StatusCode::OK);
+        }
+        let ok = send(
+            &c,
+            post(&app.url("/v1/chat/completions"), Some(&key), &chat()),
+        )
+        .await;
+        assert_eq!(ok.status, StatusCode::OK);
+    }
     send(
         &c,
         post(
@@ -244,13 +253,13 @@ async fn metrics_count_requests_auth_failures_and_latency() {
     let (status, page) = admin_text(&app.socket, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     for line in [
-        "keygate_requests_total{route=\"/v1/\",status=\"200\",upstream=\"openai\"} 1",
+        "keygate_requests_total{route=\"/v1/\",status=\"200\",upstream=\"openai\"} 3",
         "keygate_requests_total{route=\"-\",status=\"401\",upstream=\"-\"} 2",
         "keygate_auth_failures_total{code=\"invalid_api_key\"} 1",
         "keygate_auth_failures_total{code=\"missing_api_key\"} 1",
-        "keygate_upstream_latency_seconds_count{upstream=\"openai\"} 1",
+        "keygate_upstream_latency_seconds_count{upstream=\"openai\"} 3",
         "keygate_active_keys 1",
-        "keygate_config_generation 1",
+        "keygate_config_generation 2",
     ] {
         assert!(page.contains(line), "missing {line:?} in\n{page}");
     }

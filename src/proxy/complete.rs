@@ -124,10 +124,23 @@ impl Tap for Completion {
             .get(self.route_index)
             .map_or("-", |r| r.path.as_str());
         let upstream = self.upstream.config.name.as_str();
-        app.metrics
-            .requests
-            .with_label_values(&[route, self.status.as_str(), upstream])
-            .inc();
+        let labelled = || {
+            app.metrics
+                .requests
+                .with_label_values(&[route, self.status.as_str(), upstream])
+        };
+        let own_upstream = self
+            .live
+            .config
+            .routes
+            .get(self.route_index)
+            .is_some_and(|r| r.upstream == upstream);
+        match self.live.route_ok.get(self.route_index) {
+            Some(ok) if own_upstream && self.status == http::StatusCode::OK => {
+                ok.get_or_init(labelled).inc();
+            }
+            _ => labelled().inc(),
+        }
         tracing::info!(
             target: "keygate::access",
             request_id = %self.request_id,

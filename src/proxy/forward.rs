@@ -91,10 +91,14 @@ impl Forward<'_> {
                 Ok(Ok(resp)) => resp,
             };
         let latency = sent.elapsed();
-        self.app
-            .metrics
-            .upstream_latency
-            .with_label_values(&[config.name.as_str()])
+        upstream
+            .latency
+            .get_or_init(|| {
+                self.app
+                    .metrics
+                    .upstream_latency
+                    .with_label_values(&[config.name.as_str()])
+            })
             .observe(latency.as_secs_f64());
         let upstream_ms = latency.as_millis() as u64;
         let (mut resp_parts, incoming) = resp.into_parts();

@@ -6,9 +6,10 @@
 //! warm connections survive.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue, header};
+use prometheus::Histogram;
 use rustls::RootCertStore;
 
 use super::pool::{Pool, Target};
@@ -22,6 +23,9 @@ pub struct UpstreamClient {
     pools: Arc<[Arc<Pool>]>,
     /// The credential header every request gets, made once (and marked sensitive).
     pub credential: Option<(HeaderName, HeaderValue)>,
+    /// This upstream's `keygate_upstream_latency_seconds`, looked up once instead of by its
+    /// label on every request.
+    pub latency: OnceLock<Histogram>,
 }
 
 impl UpstreamClient {
@@ -73,6 +77,7 @@ pub fn build_all(
                     config: Arc::clone(config),
                     pools: Arc::clone(&old.pools),
                     credential: credential_header(config),
+                    latency: OnceLock::new(),
                 })
             });
         let client = match reused {
@@ -81,6 +86,7 @@ pub fn build_all(
                 config: Arc::clone(config),
                 pools: build(config)?,
                 credential: credential_header(config),
+                latency: OnceLock::new(),
             }),
         };
         out.insert(name.clone(), client);
