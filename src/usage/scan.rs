@@ -3,8 +3,9 @@
 //! A completion's `usage` sits beside `choices`, which hold the whole reply: serde_json, even
 //! told to ignore them, checks them byte by byte (about 20 instructions a byte, most of the
 //! cost of metering a JSON response). [`members`] walks the object's structure instead: strings
-//! are skipped with `memchr` to their closing quote, nested objects and arrays by counting
-//! brackets outside strings, and only the wanted members' values are handed back, to be parsed
+//! are skipped to their closing quote, nested objects and arrays by counting brackets outside
+//! strings (both searched eight bytes at a time), and only the wanted members' values are handed
+//! back, to be parsed
 //! properly. It does not validate what it skips; a malformed body yields `None` or spans that
 //! then fail to parse, never a panic, in time linear in the body's length. Keys are compared as
 //! written: a key spelled with escapes (`"\u0075sage"`) is not `usage` here.
@@ -63,7 +64,7 @@ fn trailing_ws_only(json: &[u8], i: usize) -> bool {
 fn string_end(json: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
     loop {
-        let at = i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?;
+        let at = quote_or_backslash(json, i)?;
         if json[at] == b'"' {
             return Some(at + 1);
         }
@@ -77,26 +78,26 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
     match json.get(start)? {
         b'"' => string_end(json, start),
         b'{' | b'[' => {
+            // `start` is the first bracket found, so the depth is 1 before any closing one.
             let mut depth = 0usize;
             let mut i = start;
-            while let Some(&b) = json.get(i) {
-                match b {
-                    b'"' => {
-                        i = string_end(json, i)?;
-                        continue;
+            loop {
+                let at = structural(json, i)?;
+                match json[at] {
+                    b'"' => i = string_end(json, at)?,
+                    b'{' | b'[' => {
+                        depth += 1;
+                        i = at + 1;
                     }
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
+                    _ => {
                         depth -= 1;
                         if depth == 0 {
-                            return Some(i + 1);
+                            return Some(at + 1);
                         }
+                        i = at + 1;
                     }
-                    _ => {}
                 }
-                i += 1;
             }
-            None
         }
         // A number, `true`, `false` or `null`.
         _ => {
@@ -109,12 +110,77 @@ fn value_end(json: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+// Searching eight bytes at a time. JSON is dense with quotes and brackets, and most strings in
+// a completion are a few bytes long: a call to `memchr` per string (about 50 instructions to
+// set up) cost as much as the rest of the scan. Words are read little-endian, so the lowest
+// flagged byte of a word is the first in the text.
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// Bytes of a string scanned word by word before handing a long one to `memchr`.
+const SHORT_STRING: usize = 32;
+
+/// The eight bytes at `i`, if there are eight.
+fn word(json: &[u8], i: usize) -> Option<u64> {
+    let bytes: [u8; 8] = json.get(i..i.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// The high bit of each byte of `w` equal to `b`. Exact at the lowest such byte; a byte above
+/// it may be flagged falsely (a borrow), which the callers never look at.
+fn equal_bytes(w: u64, b: u8) -> u64 {
+    let x = w ^ (ONES * u64::from(b));
+    x.wrapping_sub(ONES) & !x & HIGHS
+}
+
+/// The index of the first flagged byte of a nonzero mask.
+fn first(mask: u64) -> usize {
+    (mask.trailing_zeros() / 8) as usize
+}
+
+/// The first `"` or `\` at or after `i`.
+fn quote_or_backslash(json: &[u8], mut i: usize) -> Option<usize> {
+    let short_end = i.saturating_add(SHORT_STRING);
+    while i < short_end {
+        let Some(w) = word(json, i) else { break };
+        let hits = equal_bytes(w, b'"') | equal_bytes(w, b'\\');
+        if hits != 0 {
+            return Some(i + first(hits));
+        }
+        i += 8;
+    }
+    Some(i + memchr::memchr2(b'"', b'\\', json.get(i..)?)?)
+}
+
+/// The first `"`, `{`, `[`, `}` or `]` at or after `i`.
+fn structural(json: &[u8], mut i: usize) -> Option<usize> {
+    let is_structural = |b: &u8| matches!(b, b'"' | b'{' | b'[' | b'}' | b']');
+    while let Some(w) = word(json, i) {
+        // With bit 5 set, `[` reads as `{` and `]` as `}`; only the control byte 0x02 also
+        // reads as `"`, and it is checked for.
+        let folded = w | (ONES * 0x20);
+        let hits =
+            equal_bytes(folded, b'"') | equal_bytes(folded, b'{') | equal_bytes(folded, b'}');
+        if hits == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + first(hits);
+        if is_structural(&json[at]) {
+            return Some(at);
+        }
+        i = at + 1;
+    }
+    let rest = json.get(i..)?;
+    Some(i + rest.iter().position(is_structural)?)
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
     use serde_json::{Value, json};
 
-    use super::members;
+    use super::{members, quote_or_backslash, structural};
 
     fn usage_of(json: &str) -> Option<Option<Value>> {
         members(json.as_bytes(), [b"usage"])
@@ -207,6 +273,29 @@ mod tests {
                 let read = span.map(|s| serde_json::from_slice::<Value>(s).expect("a whole value"));
                 prop_assert_eq!(read.as_ref(), object.get(key));
             }
+        }
+
+        /// The word-at-a-time searches find what a byte-by-byte search finds, from anywhere.
+        #[test]
+        fn searches_agree_with_a_byte_loop(
+            bytes in prop::collection::vec(
+                prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'['), Just(b'}'),
+                    Just(b']'), Just(0x02u8), Just(0x5bu8), Just(0x7du8), any::<u8>(), Just(b'a')],
+                0..80,
+            ),
+            from in 0usize..90,
+        ) {
+            let naive = |hit: fn(u8) -> bool| {
+                bytes.get(from..).and_then(|rest| rest.iter().position(|&b| hit(b))).map(|p| from + p)
+            };
+            prop_assert_eq!(
+                quote_or_backslash(&bytes, from),
+                naive(|b| b == b'"' || b == b'\\')
+            );
+            prop_assert_eq!(
+                structural(&bytes, from),
+                naive(|b| matches!(b, b'"' | b'{' | b'[' | b'}' | b']'))
+            );
         }
 
         /// Any bytes at all: an answer or `None`, never a panic.
