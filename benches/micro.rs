@@ -470,3 +470,33 @@ mod json_usage {
             });
     }
 }
+
+mod json_request {
+    use super::*;
+    use keygate::proxy::inspect::JsonBody;
+
+    /// A chat request whose `messages` hold about `content` bytes of conversation.
+    fn request(content: usize) -> Bytes {
+        let mut messages = String::from(r#"{"role":"user","content":"Say hello."}"#);
+        while messages.len() < content {
+            messages.push_str(r#",{"role":"assistant","content":"Hello! The \"usage\" is {\"a\": [1]}.\n"},{"role":"user","content":"And again, with more words this time."}"#);
+        }
+        Bytes::from(format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{messages}],"max_tokens":16,"stream":false}}"#
+        ))
+    }
+
+    /// Reading a request body for its model and limits: 40 B of messages is the bench's, 4 KB
+    /// a short conversation, 64 KB a long one.
+    #[divan::bench(args = [40, 4096, 65536])]
+    fn parse(bencher: Bencher, content: usize) {
+        let body = request(content);
+        bencher
+            .counter(BytesCount::new(body.len()))
+            .bench_local(|| {
+                let json = JsonBody::parse(black_box(body.clone())).expect("a JSON object");
+                assert_eq!(json.model(), Some("gpt-4o-mini"));
+                json
+            });
+    }
+}
