@@ -10,9 +10,10 @@
 # CONNECTIONS HTTP/1.1 connections (default 4) with h2load, after a warm-up. Prints a table
 # and writes bench/results/cpu-<UTC timestamp>.json; keygate's callgrind profile is kept beside
 # it (bench/results/cpu-<stamp>.keygate.callgrind) for `callgrind_annotate --inclusive=yes`.
-# Builds keygate, bench_upstream and bench_fill in release mode (ATTACK_NO_BUILD=1 skips it;
-# --keygate measures another keygate binary). Needs nginx, h2load (nghttp2-client) and
-# valgrind; installs those with apt-get when run as root.
+# Builds the bench tools in release mode and keygate as it ships (bench/build.sh: static, PGO
+# unless BENCH_PGO=0; ATTACK_NO_BUILD=1 skips building; --keygate measures another keygate
+# binary). Needs nginx, h2load (nghttp2-client) and valgrind; installs those with apt-get when
+# run as root.
 set -Eeuo pipefail
 KG_BIN='' N=20000 CONNS=4
 while (($#)); do
@@ -133,9 +134,11 @@ for arm in nginx keygate; do
     echo "$arm $N $((u1 - u0)) $((s1 - s0)) $CG_N $ir" >>"$RAW"
 done
 
-python3 - "$RAW" "$HZ" "$CONNS" "bench/results/cpu-$STAMP.json" "$(git rev-parse --short HEAD)" <<'PY'
+build_of=$KEYGATE_BUILD
+[[ -n $KG_BIN ]] && build_of="--keygate $KG_BIN"
+python3 - "$RAW" "$HZ" "$CONNS" "bench/results/cpu-$STAMP.json" "$(git rev-parse --short HEAD)" "$build_of" <<'PY'
 import json, sys
-raw, hz, conns, out, commit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+raw, hz, conns, out, commit, build = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 arms = {}
 for line in open(raw):
     arm, n, u, s, cg_n, ir = line.split()
@@ -148,7 +151,7 @@ for line in open(raw):
         "instructions_per_request": int(ir) / cg_n,
     }
 k, b = arms["keygate"], arms["nginx"]
-print(f"HTTP/1.1, {conns} connections, keygate {commit}\n")
+print(f"HTTP/1.1, {conns} connections, keygate {commit} ({build})\n")
 print("| per proxied request | B: nginx | C: keygate | C÷B |")
 print("|---|---|---|---|")
 for name, key, fmt in [
@@ -157,6 +160,6 @@ for name, key, fmt in [
     ("system CPU (µs)", "system_us_per_request", "{:.1f}"),
 ]:
     print(f"| {name} | {fmt.format(b[key])} | {fmt.format(k[key])} | {k[key] / b[key]:.2f}× |")
-json.dump({"commit": commit, "connections": conns, "arms": arms}, open(out, "w"), indent=2)
+json.dump({"commit": commit, "build": build, "connections": conns, "arms": arms}, open(out, "w"), indent=2)
 print(f"\n(written to {out})")
 PY

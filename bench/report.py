@@ -191,7 +191,8 @@ def report(meta_path, raw_path, startup_path, out_path):
     m = meta["machine"]
     print(f"## keygate benchmark {meta['timestamp']}{' (quick)' if meta['quick'] else ''}\n")
     print(f"{m['nproc']} cores ({m['cpu']}), {m['mem_gib']} GiB, Linux {m['kernel']}, "
-          f"load average at start {m['loadavg_at_start']}; keygate {meta['versions']['keygate_commit']}, "
+          f"load average at start {m['loadavg_at_start']}; keygate {meta['versions']['keygate_commit']} "
+          f"({meta['versions'].get('keygate_build', 'release')}), "
           f"nginx {meta['versions']['nginx']}, wrk {meta['versions']['wrk']}, "
           f"h2load {meta['versions']['h2load']}. {meta['rounds']} rounds, "
           f"{meta['duration_s']} s per measurement after {meta['warmup_s']} s of warm-up; "

@@ -2,7 +2,7 @@
 # keygate's benchmark harness: keygate (C) against nginx's reverse proxy (B) and against no proxy
 # at all (A), in one run, interleaved, repeated. See bench/README.md.
 #
-#   bench/run.sh [--quick] [--rounds N] [--duration S] [--warmup S] [--refill] [--keep]
+#   bench/run.sh [--quick] [--rounds N] [--duration S] [--warmup S] [--refill] [--keep] [--no-pgo]
 #
 # Prints a markdown table on stdout and writes bench/results/<timestamp>.json.
 set -Eeuo pipefail
@@ -11,14 +11,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 # shellcheck source=bench/nginx.sh
 source "$ROOT/bench/nginx.sh"
+# shellcheck source=bench/build.sh
+source "$ROOT/bench/build.sh"
 
-QUICK=0 REFILL=0 KEEP=0
+QUICK=0 REFILL=0 KEEP=0 PGO=1
 ROUNDS='' DURATION='' WARMUP=''
 while (($#)); do
     case $1 in
     --quick) QUICK=1 ;;
     --refill) REFILL=1 ;;
     --keep) KEEP=1 ;;
+    --no-pgo) PGO=0 ;;
     --rounds) ROUNDS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --warmup) WARMUP=$2; shift ;;
@@ -102,10 +105,15 @@ if ((${#missing[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-log "building keygate and the bench tools (release) in $TARGET"
-CARGO_TARGET_DIR=$TARGET cargo build --release --locked --quiet --bin keygate \
+log "building the bench tools (release) in $TARGET"
+CARGO_TARGET_DIR=$TARGET cargo build --release --locked --quiet \
     --example bench_upstream --example bench_client --example bench_fill
-KEYGATE=$BIN/keygate
+# Arm C is the binary keygate ships as: static, release profile, and profile-guided (PGO) unless
+# --no-pgo or no llvm-profdata could be found (build-static.sh then says so).
+log "building keygate as scripts/build-static.sh does (or reusing it)"
+bench_keygate "$TARGET" "$PGO" "$WORK/build.log" ||
+    die "the keygate build failed: $(tail -5 "$WORK/build.log")"
+log "keygate: $KEYGATE_BUILD"
 CLIENT=$BIN/examples/bench_client
 
 # --- ports, readiness --------------------------------------------------------------------------
@@ -426,7 +434,7 @@ cat >"$WORK/meta.json" <<EOF
  "machine":{"nproc":$(nproc),"cpu":"$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)",
    "mem_gib":$(awk '/MemTotal/ {printf "%.1f", $2/1048576}' /proc/meminfo),
    "kernel":"$(uname -r)","loadavg_at_start":"$(cut -d' ' -f1-3 /proc/loadavg)"},
- "versions":{"keygate_commit":"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "versions":{"keygate_commit":"$(git rev-parse --short HEAD 2>/dev/null || echo unknown)","keygate_build":"$KEYGATE_BUILD",
    "nginx":"$("$NGINX" -v 2>&1 | sed 's|.*/||')","wrk":"$( (wrk -v 2>&1 || true) | head -n 1 | awk '{print $2}')",
    "h2load":"$(h2load --version | awk '{print $NF}')","rustc":"$(rustc --version | awk '{print $2}')"}}
 EOF

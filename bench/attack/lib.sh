@@ -4,6 +4,7 @@
 # start the fake upstream (examples/bench_upstream.rs) and keygate on free loopback ports with a
 # config of our own, create keys over the admin socket, read counters, clean up on exit.
 #
+# After `build`: $KEYGATE (the binary under test) and $KEYGATE_BUILD (how it was built).
 # After `attack_setup`: $WORK (temp dir), $BIN (release dir), $KEYGATE, $UP_HOST, $UP_PORT, $KG_PORT (plain
 # listener on 127.0.0.1), $KG6_PORT (plain listener on [::1]), $SOCK (admin socket), $KG_PID.
 
@@ -55,13 +56,28 @@ need() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# shellcheck source=bench/build.sh
+source "$ROOT/bench/build.sh"
+KEYGATE_BUILD=release
+
+# Builds the bench tools, and keygate as it ships (bench/build.sh: static, PGO unless
+# BENCH_PGO=0). ATTACK_NO_BUILD=1 builds nothing and uses the last shipped-style build if there
+# is one, else the plain release binary.
 build() {
     if [[ ${ATTACK_NO_BUILD:-0} == 1 ]]; then
+        if [[ -x $TARGET/bench-keygate ]]; then
+            KEYGATE=$TARGET/bench-keygate
+            KEYGATE_BUILD=$(sed -n 2p "$KEYGATE.stamp" 2>/dev/null || echo static)
+        fi
         return
     fi
-    log "building keygate and the bench tools (release) in $TARGET"
-    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin keygate \
+    log "building the bench tools (release) in $TARGET"
+    (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet \
         --example bench_upstream --example bench_fill --example bench_client)
+    log "building keygate as scripts/build-static.sh does (or reusing it)"
+    bench_keygate "$TARGET" "${BENCH_PGO:-1}" "$WORK/build.log" ||
+        die "the keygate build failed: $(tail -5 "$WORK/build.log")"
+    log "keygate: $KEYGATE_BUILD"
 }
 
 # A free TCP port on HOST (default 127.0.0.1).
