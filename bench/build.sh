@@ -12,7 +12,8 @@ bench_keygate() {
     local target=$1 pgo=$2 log=$3 out=$1/bench-keygate tree
     # What the binary is made from: the sources, the manifest, the build scripts, the training
     # tools (docs and tests do not count).
-    local paths=(src Cargo.toml Cargo.lock examples scripts/build-static.sh scripts/pgo-profile.sh)
+    local paths=(src Cargo.toml Cargo.lock examples scripts/build-static.sh scripts/pgo-profile.sh
+        scripts/loopback-certs.sh)
     tree=$(
         cd "$ROOT" || exit 1
         git rev-parse "HEAD:src" "HEAD:examples" 2>/dev/null

@@ -13,6 +13,8 @@ cd "$ROOT"
 source "$ROOT/bench/nginx.sh"
 # shellcheck source=bench/build.sh
 source "$ROOT/bench/build.sh"
+# shellcheck source=scripts/loopback-certs.sh
+source "$ROOT/scripts/loopback-certs.sh"
 
 QUICK=0 REFILL=0 KEEP=0 PGO=1
 ROUNDS='' DURATION='' WARMUP=''
@@ -145,16 +147,7 @@ wait_http() {
 
 TLS=$WORK/tls
 mkdir -p "$TLS"
-(
-    cd "$TLS"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-        -subj /CN=keygate-bench-ca -keyout ca.key -out ca.pem 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-        -subj /CN=localhost -keyout key.pem -out leaf.csr 2>/dev/null
-    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >leaf.ext
-    openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
-        -extfile leaf.ext -out cert.pem 2>/dev/null
-)
+loopback_certs "$TLS" || die "cannot make the TLS certificates with openssl"
 
 # --- key stores --------------------------------------------------------------------------------
 

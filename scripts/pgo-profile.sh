@@ -88,23 +88,15 @@ pids+=($!)
 key=$("$tools/bench_fill" "$work/state" 1 2>/dev/null | tail -1)
 
 tls_listener=''
-if command -v openssl >/dev/null; then
-    (
-        cd "$work"
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-            -subj /CN=keygate-pgo-ca -keyout ca.key -out ca.pem 2>/dev/null
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
-            -subj /CN=localhost -keyout key.pem -out leaf.csr 2>/dev/null
-        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >leaf.ext
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-            -extfile leaf.ext -out cert.pem 2>/dev/null
-    )
+# shellcheck source=scripts/loopback-certs.sh
+source scripts/loopback-certs.sh
+if command -v openssl >/dev/null && loopback_certs "$work"; then
     tls_listener="[[listeners]]
 addr = \"127.0.0.1:$tls\"
 tls_cert = \"$work/cert.pem\"
 tls_key = \"$work/key.pem\""
 else
-    say "no openssl: training without TLS"
+    say "no TLS certificate (openssl is missing or failed): training without TLS"
 fi
 
 mkdir -p "$work/config"
