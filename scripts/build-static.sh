@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
         --out) out="${2:?--out needs a path}"; shift 2 ;;
         --pgo) pgo=on; shift ;;
         --no-pgo) pgo=off; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "build-static: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
