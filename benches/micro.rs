@@ -475,7 +475,8 @@ mod json_request {
     use super::*;
     use keygate::proxy::inspect::JsonBody;
 
-    /// A chat request whose `messages` hold about `content` bytes of conversation.
+    /// A chat request whose `messages` hold one short message, then exchanges until they are
+    /// at least `content` bytes.
     fn request(content: usize) -> Bytes {
         let mut messages = String::from(r#"{"role":"user","content":"Say hello."}"#);
         while messages.len() < content {
@@ -486,9 +487,9 @@ mod json_request {
         ))
     }
 
-    /// Reading a request body for its model and limits: 40 B of messages is the bench's, 4 KB
-    /// a short conversation, 64 KB a long one.
-    #[divan::bench(args = [40, 4096, 65536])]
+    /// Reading a request body for its model and limits: one message (a 104 B body, like the
+    /// bench's request), 4 KB of conversation, 64 KB.
+    #[divan::bench(args = [0, 4096, 65536])]
     fn parse(bencher: Bencher, content: usize) {
         let body = request(content);
         bencher

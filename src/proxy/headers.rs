@@ -181,6 +181,10 @@ impl<'n> Values<'n> {
 
     /// What was written since the last value is `name`'s value.
     fn end(&mut self, name: &'n HeaderName) {
+        debug_assert!(
+            self.len < MAX_VALUES,
+            "at most {MAX_VALUES} rate-limit headers"
+        );
         if let Some(slot) = self.set.get_mut(self.len) {
             *slot = Some((name, self.buf.len()));
             self.len += 1;

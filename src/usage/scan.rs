@@ -4,9 +4,8 @@
 //! told to ignore them, checks them byte by byte (about 20 instructions a byte, most of the
 //! cost of metering a JSON response). [`members`] walks the object's structure instead: strings
 //! are skipped to their closing quote, nested objects and arrays by counting brackets outside
-//! strings (both searched eight bytes at a time), and only the wanted members' values are handed
-//! back, to be parsed
-//! properly. It does not validate what it skips; a malformed body yields `None` or spans that
+//! strings (both searched eight bytes at a time, long strings with `memchr`), and only the wanted
+//! members' values are handed back, to be parsed properly. It does not validate what it skips; a malformed body yields `None` or spans that
 //! then fail to parse, never a panic, in time linear in the body's length. Keys are compared as
 //! written: a key spelled with escapes (`"\u0075sage"`) is not `usage` here.
 
@@ -214,6 +213,28 @@ mod tests {
     }
 
     #[test]
+    fn the_searches_find_a_byte_after_any_run_of_others() {
+        // Every length across the first words and past the switch to memchr, from every start.
+        for run in 0..80 {
+            for start in 0..3 {
+                for hit in [b'"', b'\\', b'{', b'[', b'}', b']'] {
+                    let mut bytes = vec![b'a'; start + run];
+                    bytes.push(hit);
+                    bytes.extend_from_slice(b"aaaa\"");
+                    let at = start + run;
+                    let wanted_quote = matches!(hit, b'"' | b'\\');
+                    let quote = quote_or_backslash(&bytes, start);
+                    assert_eq!(quote, Some(if wanted_quote { at } else { bytes.len() - 1 }));
+                    assert_eq!(
+                        structural(&bytes, start),
+                        Some(if hit == b'\\' { bytes.len() - 1 } else { at })
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn anything_but_one_whole_object_is_none() {
         for body in [
             "",
@@ -275,16 +296,23 @@ mod tests {
             }
         }
 
-        /// The word-at-a-time searches find what a byte-by-byte search finds, from anywhere.
+        /// The word-at-a-time searches find what a byte-by-byte search finds, from anywhere:
+        /// among the bytes they look for, bytes one bit away from them (0x02 folds to a quote),
+        /// and runs of other bytes long enough to cross words and the switch to `memchr`.
         #[test]
         fn searches_agree_with_a_byte_loop(
-            bytes in prop::collection::vec(
-                prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'['), Just(b'}'),
-                    Just(b']'), Just(0x02u8), Just(0x5bu8), Just(0x7du8), any::<u8>(), Just(b'a')],
-                0..80,
+            pieces in prop::collection::vec(
+                prop_oneof![
+                    prop_oneof![Just(b'"'), Just(b'\\'), Just(b'{'), Just(b'['), Just(b'}'),
+                        Just(b']'), Just(0x02u8), Just(b'#'), Just(b'|'), Just(b'~'), Just(b'Z'),
+                        Just(b'\x1d'), any::<u8>()].prop_map(|b| vec![b]),
+                    (0usize..48).prop_map(|n| vec![b'a'; n]),
+                ],
+                0..12,
             ),
-            from in 0usize..90,
+            from in 0usize..120,
         ) {
+            let bytes = pieces.concat();
             let naive = |hit: fn(u8) -> bool| {
                 bytes.get(from..).and_then(|rest| rest.iter().position(|&b| hit(b))).map(|p| from + p)
             };
