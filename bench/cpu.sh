@@ -38,6 +38,7 @@ cd "$ROOT"
 
 need h2load:nghttp2-client valgrind:valgrind /usr/sbin/nginx:nginx-light
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -n $KG_BIN ]] && SKIP_KEYGATE_BUILD=1
 build
 KEYGATE=${KG_BIN:-$KEYGATE}
 [[ -x $KEYGATE ]] || die "no keygate binary at $KEYGATE"

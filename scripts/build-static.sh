@@ -11,8 +11,9 @@
 # PGO: the release build is optimized with a profile of keygate under a training load
 # (scripts/pgo-profile.sh: an instrumented build, ~20 s of loopback traffic, llvm-profdata),
 # and linked with its hot functions together. It runs about a fifth fewer instructions per
-# proxied request (bench/cpu.sh) and serves 10-20% more requests a second. Without a usable
-# llvm-profdata the release build goes on without PGO, and says so.
+# proxied request (bench/cpu.sh) and serves about 10% more requests a second. Without the
+# tools PGO needs (llvm-profdata of rustc's LLVM, curl, python3) the release build goes on
+# without it, and says so; a training run that fails stops the build.
 #
 # `--target` is required: with it, RUSTFLAGS (+crt-static) apply only to the target binary and
 # not to proc-macros and build scripts, which cannot be linked statically (see STACK.md).
@@ -35,7 +36,7 @@ while [ $# -gt 0 ]; do
         --out) out="${2:?--out needs a path}"; shift 2 ;;
         --pgo) pgo=on; shift ;;
         --no-pgo) pgo=off; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "build-static: unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +53,9 @@ if [ "$pgo" != off ]; then
     # Named after its contents: a new profile changes RUSTFLAGS, so cargo rebuilds with it.
     pgo_dir="$(realpath -m "${CARGO_TARGET_DIR:-target}")/pgo"
     mkdir -p "$pgo_dir"
-    if RUSTFLAGS="$flags" scripts/pgo-profile.sh "$pgo_dir/new.profdata"; then
+    status=0
+    RUSTFLAGS="$flags" scripts/pgo-profile.sh "$pgo_dir/new.profdata" || status=$?
+    if [ "$status" = 0 ]; then
         sum=$(sha256sum "$pgo_dir/new.profdata" | cut -c1-16)
         mv -f "$pgo_dir/new.profdata" "$pgo_dir/keygate-$sum.profdata"
         find "$pgo_dir" -name 'keygate-*.profdata' ! -name "keygate-$sum.profdata" -delete
@@ -61,11 +64,15 @@ if [ "$pgo" != off ]; then
         flags="$flags -Cprofile-use=$pgo_dir/keygate-$sum.profdata"
         flags="$flags -C link-arg=-Wl,-z,keep-text-section-prefix"
         with=' with PGO'
+    elif [ "$status" != 3 ]; then
+        # The tools are there and the training broke: that is a bug to see, not to build past.
+        echo "build-static: FAIL: the PGO training run failed (see above)" >&2
+        exit 1
     elif [ "$pgo" = on ]; then
-        echo "build-static: FAIL: --pgo, and the profile could not be made" >&2
+        echo "build-static: FAIL: --pgo, and the tools PGO needs are missing (see above)" >&2
         exit 1
     else
-        echo "build-static: WARNING: no PGO profile (see above); building without it, which costs about a fifth more CPU per request" >&2
+        echo "build-static: WARNING: no PGO (see above); building without it, which costs about a fifth more instructions per request" >&2
     fi
 fi
 echo "build-static: cargo build --profile $profile --target $target (+crt-static$with)" >&2

@@ -6,8 +6,9 @@
 #
 # The instrumented binary is built with the caller's RUSTFLAGS (so that a static build trains a
 # static binary) plus -Cprofile-generate, for --target x86_64-unknown-linux-gnu, in
-# $CARGO_TARGET_DIR/pgo-generate (its own directory: other flags would rebuild everything). The
-# training tools (examples/bench_upstream, bench_client, bench_fill) are built normally.
+# $CARGO_TARGET_DIR/pgo-generate (its own directory, kept between runs: other flags would
+# rebuild everything). The training tools (examples/bench_upstream, bench_client, bench_fill)
+# are built normally.
 #
 # The training load is the traffic keygate is built for, on every path the benchmark measures
 # and a few it does not: chat completions over HTTP/1.1 and HTTP/2, plain and over TLS, at a
@@ -15,8 +16,9 @@
 # wrong key, a path with dot segments); a CORS preflight; /healthz. About 20 s.
 #
 # Needs llvm-profdata of the LLVM that rustc uses (rustup's llvm-tools, or Debian's llvm-N,
-# which it installs with apt-get when run as root), openssl (for the TLS part; skipped
-# without it) and curl. Exits 3, having changed nothing, when no usable llvm-profdata is found.
+# which it installs with apt-get when run as root), curl, python3, and openssl (for the TLS
+# part; skipped without it). Exits 3, having built and written nothing, when no usable
+# llvm-profdata is found (or curl or python3 is missing); 1 when the build or the training fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,21 +53,30 @@ if [ -z "$tool" ]; then
     say "no llvm-profdata for LLVM $llvm (rustup component add llvm-tools, or apt-get install llvm-$llvm)"
     exit 3
 fi
-for t in curl; do
-    command -v "$t" >/dev/null || { say "$t is not installed"; exit 1; }
+for t in curl python3; do
+    command -v "$t" >/dev/null || { say "$t is not installed"; exit 3; }
 done
+# RUSTFLAGS is split on spaces: a path in it must have none.
+case "$(realpath -m "$tdir")" in
+*[[:space:]]*) say "CARGO_TARGET_DIR has a space in it, which RUSTFLAGS cannot carry"; exit 1 ;;
+esac
 
 # --- builds --------------------------------------------------------------------------------------
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/keygate-pgo.XXXXXX")
-pids=()
+# Where the instrumented keygate writes its profile: a fixed path, so that RUSTFLAGS (and with
+# them the instrumented build) stay the same from one run to the next.
+raw=$(realpath -m "$tdir")/pgo-generate/raw
+rm -rf "$raw"
+up_pid='' kg=''
 cleanup() {
     local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    for p in $kg $up_pid; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in $kg $up_pid; do wait "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 say "building the training tools and an instrumented keygate (LLVM $llvm)"
 flags=${RUSTFLAGS:-}
@@ -73,7 +84,7 @@ flags=${RUSTFLAGS:-}
 env -u RUSTFLAGS cargo build --release --locked --quiet \
     --example bench_upstream --example bench_client --example bench_fill
 tools=$tdir/release/examples
-CARGO_TARGET_DIR=$tdir/pgo-generate RUSTFLAGS="$flags -Cprofile-generate=$work/raw" \
+CARGO_TARGET_DIR=$tdir/pgo-generate RUSTFLAGS="$flags -Cprofile-generate=$raw" \
     cargo build --release --locked --quiet --target "$target" --bin keygate
 instrumented=$tdir/pgo-generate/$target/release/keygate
 
@@ -84,7 +95,7 @@ free_port() {
 }
 up=$(free_port) plain=$(free_port) tls=$(free_port)
 "$tools/bench_upstream" "127.0.0.1:$up" >"$work/upstream.log" 2>&1 &
-pids+=($!)
+up_pid=$!
 key=$("$tools/bench_fill" "$work/state" 1 2>/dev/null | tail -1)
 
 tls_listener=''
@@ -129,7 +140,6 @@ upstream = "openai"
 EOF
 "$instrumented" serve --config "$work/config/keygate.toml" >"$work/keygate.log" 2>&1 &
 kg=$!
-pids+=("$kg")
 deadline=$((SECONDS + 60))
 until curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$plain/healthz"; do
     kill -0 "$kg" 2>/dev/null || { say "keygate exited: $(tail -3 "$work/keygate.log")"; exit 1; }
@@ -152,20 +162,23 @@ if [ -n "$tls_listener" ]; then
     client rate "https://localhost:$tls$url" --rate 2000 --duration 2 --h2 --ca "$work/ca.pem"
 fi
 body='{"model":"claude-sonnet-4","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}'
+c() { curl -s -o /dev/null --max-time 5 "$@" || true; }
 for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$plain/v1/messages" -H "x-api-key: $key" \
+    c "http://127.0.0.1:$plain/v1/messages" -H "x-api-key: $key" \
         -H 'content-type: application/json' -d "$body"
-    curl -s -o /dev/null "http://127.0.0.1:$plain$url" -d '{}'
-    curl -s -o /dev/null "http://127.0.0.1:$plain$url" -H 'authorization: Bearer sk-kg-wrong' -d '{}'
-    curl -s -o /dev/null "http://127.0.0.1:$plain/v1/../admin"
-    curl -s -o /dev/null -X OPTIONS "http://127.0.0.1:$plain$url" \
+    c "http://127.0.0.1:$plain$url" -d '{}'
+    c "http://127.0.0.1:$plain$url" -H 'authorization: Bearer sk-kg-wrong' -d '{}'
+    c --path-as-is "http://127.0.0.1:$plain/v1/../admin"
+    c -X OPTIONS "http://127.0.0.1:$plain$url" \
         -H 'origin: https://app.example' -H 'access-control-request-method: POST'
-    curl -s -o /dev/null "http://127.0.0.1:$plain/healthz"
+    c "http://127.0.0.1:$plain/healthz"
 done
 
 # The profile is written when the instrumented process exits.
 kill -TERM "$kg"
-wait "$kg" || { say "keygate did not exit cleanly: $(tail -3 "$work/keygate.log")"; exit 1; }
-pids=("${pids[@]/$kg/}")
-"$tool" merge -o "$out" "$work/raw"
+status=0
+wait "$kg" || status=$?
+kg=''
+((status == 0)) || { say "keygate did not exit cleanly: $(tail -3 "$work/keygate.log")"; exit 1; }
+"$tool" merge -o "$out" "$raw"
 say "wrote $out ($(du -h "$out" | cut -f1))"

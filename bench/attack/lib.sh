@@ -61,19 +61,24 @@ source "$ROOT/bench/build.sh"
 KEYGATE_BUILD=release
 
 # Builds the bench tools, and keygate as it ships (bench/build.sh: static, PGO unless
-# BENCH_PGO=0). ATTACK_NO_BUILD=1 builds nothing and uses the last shipped-style build if there
-# is one, else the plain release binary.
+# BENCH_PGO=0; not with SKIP_KEYGATE_BUILD=1, for a caller that measures a binary of its own).
+# ATTACK_NO_BUILD=1 builds nothing: it uses the last shipped-style build if that is still what
+# the tree makes, else the plain release binary.
 build() {
     if [[ ${ATTACK_NO_BUILD:-0} == 1 ]]; then
-        if [[ -x $TARGET/bench-keygate ]]; then
+        local key
+        key=$(bench_keygate_key "${BENCH_PGO:-1}") || key=''
+        if [[ -n $key && -x $TARGET/bench-keygate &&
+            $(sed -n 1p "$TARGET/bench-keygate.stamp" 2>/dev/null) == "$key" ]]; then
             KEYGATE=$TARGET/bench-keygate
-            KEYGATE_BUILD=$(sed -n 2p "$KEYGATE.stamp" 2>/dev/null || echo static)
+            KEYGATE_BUILD=$(sed -n 2p "$KEYGATE.stamp")
         fi
         return
     fi
     log "building the bench tools (release) in $TARGET"
     (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet \
         --example bench_upstream --example bench_fill --example bench_client)
+    [[ ${SKIP_KEYGATE_BUILD:-0} == 1 ]] && return
     log "building keygate as scripts/build-static.sh does (or reusing it)"
     bench_keygate "$TARGET" "${BENCH_PGO:-1}" "$WORK/build.log" ||
         die "the keygate build failed: $(tail -5 "$WORK/build.log")"
