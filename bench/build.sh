@@ -11,12 +11,9 @@
 # A build that was to have PGO and came out without it is not reused.
 bench_keygate() {
     local target=$1 pgo=$2 log=$3 out=$1/bench-keygate key
+    bench_keygate_reuse "$target" "$pgo" && return
     KEYGATE=$out
     key=$(bench_keygate_key "$pgo") || key=''
-    if [[ -n $key && -x $out && -f $out.stamp && $(sed -n 1p "$out.stamp") == "$key" ]]; then
-        KEYGATE_BUILD=$(sed -n 2p "$out.stamp")
-        return
-    fi
     rm -f "$out.stamp"
     local flag=()
     ((pgo)) || flag=(--no-pgo)
@@ -30,6 +27,16 @@ bench_keygate() {
     if [[ -n $key ]] && { ((!pgo)) || [[ $KEYGATE_BUILD == 'static, PGO' ]]; }; then
         printf '%s\n%s\n' "$key" "$KEYGATE_BUILD" >"$out.stamp"
     fi
+}
+
+# bench_keygate_reuse TARGET_DIR PGO: sets KEYGATE and KEYGATE_BUILD and succeeds when the
+# last bench build is still what the tree makes; fails, changing nothing, otherwise.
+bench_keygate_reuse() {
+    local out=$1/bench-keygate key
+    key=$(bench_keygate_key "$2") || return 1
+    [[ -x $out && -f $out.stamp && $(sed -n 1p "$out.stamp") == "$key" ]] || return 1
+    KEYGATE=$out
+    KEYGATE_BUILD=$(sed -n 2p "$out.stamp")
 }
 
 # What the bench binary is made from, as one hash: the sources, the manifest, the build

@@ -66,13 +66,7 @@ KEYGATE_BUILD=release
 # the tree makes, else the plain release binary.
 build() {
     if [[ ${ATTACK_NO_BUILD:-0} == 1 ]]; then
-        local key
-        key=$(bench_keygate_key "${BENCH_PGO:-1}") || key=''
-        if [[ -n $key && -x $TARGET/bench-keygate &&
-            $(sed -n 1p "$TARGET/bench-keygate.stamp" 2>/dev/null) == "$key" ]]; then
-            KEYGATE=$TARGET/bench-keygate
-            KEYGATE_BUILD=$(sed -n 2p "$KEYGATE.stamp")
-        fi
+        bench_keygate_reuse "$TARGET" "${BENCH_PGO:-1}" || true
         return
     fi
     log "building the bench tools (release) in $TARGET"

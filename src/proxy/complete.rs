@@ -117,24 +117,15 @@ impl Tap for Completion {
             counters.add_tokens(now_ms, used);
         }
         app.count_request();
-        let route = self
-            .live
-            .config
-            .routes
-            .get(self.route_index)
-            .map_or("-", |r| r.path.as_str());
+        let served_by = self.live.config.routes.get(self.route_index);
+        let route = served_by.map_or("-", |r| r.path.as_str());
         let upstream = self.upstream.config.name.as_str();
         let labelled = || {
             app.metrics
                 .requests
                 .with_label_values(&[route, self.status.as_str(), upstream])
         };
-        let own_upstream = self
-            .live
-            .config
-            .routes
-            .get(self.route_index)
-            .is_some_and(|r| r.upstream == upstream);
+        let own_upstream = served_by.is_some_and(|r| r.upstream == upstream);
         match self.live.route_ok.get(self.route_index) {
             Some(ok) if own_upstream && self.status == http::StatusCode::OK => {
                 ok.get_or_init(labelled).inc();
