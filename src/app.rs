@@ -24,7 +24,7 @@ use crate::keyring::{IndexError, Keyring, QuotaHolder};
 use crate::metrics::Metrics;
 use crate::net::tcp::DataListener;
 use crate::policy::Limits;
-use crate::proxy::upstream::UpstreamClient;
+use crate::proxy::upstream::Upstreams;
 use crate::store::{Store, StoreError};
 use crate::usage::flush::{self, FlushStats};
 use crate::usage::{Meter, account_subject, key_subject};
@@ -52,7 +52,7 @@ pub enum StartError {
 pub struct Live {
     pub config: Arc<Snapshot>,
     /// A pooled client per upstream name.
-    pub upstreams: HashMap<String, Arc<UpstreamClient>>,
+    pub upstreams: Upstreams,
     /// Route indices from the most specific path to the least (see `proxy::route`).
     pub route_order: Vec<usize>,
     /// The certificate of each TLS listener, by address.
@@ -85,7 +85,7 @@ impl Live {
             Ok(u) => u,
             Err(e) => {
                 errors.push(e.to_string());
-                HashMap::new()
+                Upstreams::default()
             }
         };
         if !errors.is_empty() {

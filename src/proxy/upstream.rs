@@ -5,7 +5,6 @@
 //! A reload reuses the pools of an upstream whose connection settings did not change, so its
 //! warm connections survive.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue, header};
@@ -14,6 +13,9 @@ use rustls::RootCertStore;
 
 use super::pool::{Pool, Target};
 use crate::config::{AuthStyle, Upstream};
+
+/// The clients of one config generation, by upstream name (looked up on every request).
+pub type Upstreams = foldhash::HashMap<String, Arc<UpstreamClient>>;
 
 /// One upstream's settings with its connection pools.
 pub struct UpstreamClient {
@@ -65,9 +67,9 @@ pub struct BuildError {
 /// Builds clients for `upstreams`, reusing those of `previous` whose connection settings match.
 pub fn build_all(
     upstreams: &std::collections::BTreeMap<String, Arc<Upstream>>,
-    previous: Option<&HashMap<String, Arc<UpstreamClient>>>,
-) -> Result<HashMap<String, Arc<UpstreamClient>>, BuildError> {
-    let mut out = HashMap::with_capacity(upstreams.len());
+    previous: Option<&Upstreams>,
+) -> Result<Upstreams, BuildError> {
+    let mut out = Upstreams::with_capacity_and_hasher(upstreams.len(), Default::default());
     for (name, config) in upstreams {
         let reused = previous
             .and_then(|p| p.get(name))

@@ -15,7 +15,6 @@ pub mod quota;
 mod scan;
 pub mod store;
 
-use std::collections::HashMap;
 use std::ops::Add;
 use std::sync::Mutex;
 
@@ -99,12 +98,12 @@ impl Pending {
 /// a request looks its entries up without building a string).
 #[derive(Default)]
 struct Shard {
-    keys: HashMap<Box<str>, Pending>,
-    accounts: HashMap<Box<str>, Pending>,
+    keys: foldhash::HashMap<Box<str>, Pending>,
+    accounts: foldhash::HashMap<Box<str>, Pending>,
 }
 
 impl Shard {
-    fn map(&mut self, account: bool) -> &mut HashMap<Box<str>, Pending> {
+    fn map(&mut self, account: bool) -> &mut foldhash::HashMap<Box<str>, Pending> {
         if account {
             &mut self.accounts
         } else {
