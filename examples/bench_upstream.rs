@@ -7,6 +7,10 @@
 //!   `stream_options.include_usage` is set, then `data: [DONE]`. Every chunk carries
 //!   `"bench_sent_us"`, the Unix time in µs at which it was written, so a client on the same
 //!   machine can tell how long each event spent on its way (`bench_client sse`).
+//! - `POST /v1/messages` answers the same in Anthropic's shape: a canned `message` with
+//!   `usage`, or with `"stream": true` an SSE stream of `message_start` (input tokens),
+//!   [`EVENTS`] `content_block_delta` events [`EVENT_GAP`] apart, `message_delta` (output
+//!   tokens) and `message_stop`. The PGO training run (`scripts/pgo-profile.sh`) meters both.
 //! - `GET /bench/requests` answers how many requests reached it so far (this one not included):
 //!   `{"requests":N,"chat_completions":M,"first_us":F,"last_us":L,"connections":C}`, M of them
 //!   to `/v1/chat/completions`, the first of those at Unix µs F and the last at L (0 if none),
@@ -41,6 +45,16 @@ const EVENT_GAP: Duration = Duration::from_millis(5);
 
 /// The canned completion (about 300 bytes), with the `usage` that keygate meters.
 const COMPLETION: &str = r#"{"id":"chatcmpl-bench0000000000000001","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":11,"completion_tokens":9,"total_tokens":20},"system_fingerprint":"fp_bench"}"#;
+
+/// The canned Anthropic message, with its `usage`.
+const MESSAGE: &str = r#"{"id":"msg_bench0000000000000001","type":"message","role":"assistant","model":"claude-sonnet-4","content":[{"type":"text","text":"Hello! How can I help you today?"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":11,"output_tokens":9}}"#;
+
+/// The API whose shape an answer takes.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    OpenAi,
+    Anthropic,
+}
 
 type Body = Either<Full<Bytes>, ChannelBody>;
 
@@ -116,7 +130,12 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let _ = CHAT_FIRST_US.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         CHAT_LAST_US.fetch_max(now, Ordering::Relaxed);
     }
-    if req.method() != Method::POST || req.uri().path() != "/v1/chat/completions" {
+    let api = match req.uri().path() {
+        "/v1/chat/completions" => Api::OpenAi,
+        "/v1/messages" => Api::Anthropic,
+        _ => return Ok(full(StatusCode::NOT_FOUND, "application/json", "{}".into())),
+    };
+    if req.method() != Method::POST {
         return Ok(full(StatusCode::NOT_FOUND, "application/json", "{}".into()));
     }
     let body = match req.into_body().collect().await {
@@ -134,13 +153,17 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         if value["stream"] == serde_json::Value::Bool(true) {
             let usage = value["stream_options"]["include_usage"] == serde_json::Value::Bool(true);
-            return Ok(stream(usage));
+            return Ok(stream(api, usage));
         }
     }
+    let canned = match api {
+        Api::OpenAi => COMPLETION,
+        Api::Anthropic => MESSAGE,
+    };
     Ok(full(
         StatusCode::OK,
         "application/json",
-        Bytes::from_static(COMPLETION.as_bytes()),
+        Bytes::from_static(canned.as_bytes()),
     ))
 }
 
@@ -161,10 +184,16 @@ fn unix_us() -> u128 {
         .as_micros()
 }
 
-fn stream(usage: bool) -> Response<Body> {
+/// A streamed answer in `api`'s shape; `usage`: OpenAI's usage chunk was asked for (Anthropic's
+/// streams always carry their usage).
+fn stream(api: Api, usage: bool) -> Response<Body> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
+        if api == Api::Anthropic {
+            anthropic_events(&tx, start).await;
+            return;
+        }
         for i in 0..EVENTS {
             // Paced from the start, so a late wake-up does not push every later event back.
             // The first goes at once: even a zero sleep waits for the timer's next 1 ms tick.
@@ -196,6 +225,30 @@ fn stream(usage: bool) -> Response<Body> {
         header::HeaderValue::from_static("text/event-stream"),
     );
     resp
+}
+
+/// Anthropic's event sequence, the deltas paced as OpenAI's chunks are.
+async fn anthropic_events(tx: &mpsc::Sender<Bytes>, start: tokio::time::Instant) {
+    let head = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+    if tx.send(Bytes::from_static(head.as_bytes())).await.is_err() {
+        return;
+    }
+    for i in 0..EVENTS {
+        if i > 0 {
+            tokio::time::sleep_until(start + EVENT_GAP * i as u32).await;
+        }
+        let event = format!(
+            "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}},\"bench_sent_us\":{}}}\n\n",
+            unix_us()
+        );
+        if tx.send(Bytes::from(event)).await.is_err() {
+            return;
+        }
+    }
+    let tail = format!(
+        "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{EVENTS}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+    );
+    let _ = tx.send(Bytes::from(tail)).await;
 }
 
 /// A response body whose chunks come from a channel, each sent as soon as it is written.

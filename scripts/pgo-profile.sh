@@ -12,8 +12,9 @@
 #
 # The training load is the traffic keygate is built for, on every path the benchmark measures
 # and a few it does not: chat completions over HTTP/1.1 and HTTP/2, plain and over TLS, at a
-# fixed rate and one after another; SSE streams; an Anthropic-style route; refusals (no key, a
-# wrong key, a path with dot segments); a CORS preflight; /healthz. About 20 s.
+# fixed rate and one after another; SSE streams; Anthropic messages, whole and streamed, and
+# OpenAI streams that did not ask for their usage; refusals (no key, a wrong key, a path with
+# dot segments); a CORS preflight; /healthz. About 20 s.
 #
 # Needs llvm-profdata of the LLVM that rustc uses (rustup's llvm-tools, or Debian's llvm-N,
 # which it installs with apt-get when run as root), curl, python3, and openssl (for the TLS
@@ -172,6 +173,23 @@ for _ in $(seq 100); do
     c -X OPTIONS "http://127.0.0.1:$plain$url" \
         -H 'origin: https://app.example' -H 'access-control-request-method: POST'
     c "http://127.0.0.1:$plain/healthz"
+done
+# Streams in Anthropic's shape, and OpenAI streams that did not ask for their usage chunk
+# (keygate asks for it, and cuts it out of what the client gets): ten at a time, each about
+# 250 ms long.
+a_stream='{"model":"claude-sonnet-4","max_tokens":16,"stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+o_stream='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
+for _ in $(seq 4); do
+    streams=()
+    for _ in $(seq 5); do
+        c "http://127.0.0.1:$plain/v1/messages" -H "x-api-key: $key" \
+            -H 'content-type: application/json' -d "$a_stream" &
+        streams+=($!)
+        c "http://127.0.0.1:$plain$url" -H "authorization: Bearer $key" \
+            -H 'content-type: application/json' -d "$o_stream" &
+        streams+=($!)
+    done
+    wait "${streams[@]}"
 done
 
 # The profile is written when the instrumented process exits.
