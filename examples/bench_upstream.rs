@@ -190,8 +190,7 @@ fn stream(api: Api, usage: bool) -> Response<Body> {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let start = tokio::time::Instant::now();
-        if api == Api::Anthropic {
-            anthropic_events(&tx, start).await;
+        if api == Api::Anthropic && tx.send(Bytes::from_static(ANTHROPIC_HEAD)).await.is_err() {
             return;
         }
         for i in 0..EVENTS {
@@ -200,24 +199,11 @@ fn stream(api: Api, usage: bool) -> Response<Body> {
             if i > 0 {
                 tokio::time::sleep_until(start + EVENT_GAP * i as u32).await;
             }
-            let event = format!(
-                "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}],\"bench_sent_us\":{}}}\n\n",
-                unix_us()
-            );
-            if tx.send(Bytes::from(event)).await.is_err() {
+            if tx.send(Bytes::from(delta(api, i))).await.is_err() {
                 return;
             }
         }
-        let mut tail = String::new();
-        if usage {
-            tail.push_str(&format!(
-                "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{{\"prompt_tokens\":11,\"completion_tokens\":{EVENTS},\"total_tokens\":{}}},\"bench_sent_us\":{}}}\n\n",
-                11 + EVENTS,
-                unix_us()
-            ));
-        }
-        tail.push_str("data: [DONE]\n\n");
-        let _ = tx.send(Bytes::from(tail)).await;
+        let _ = tx.send(Bytes::from(tail(api, usage))).await;
     });
     let mut resp = Response::new(Either::Right(ChannelBody(rx)));
     resp.headers_mut().insert(
@@ -227,28 +213,42 @@ fn stream(api: Api, usage: bool) -> Response<Body> {
     resp
 }
 
-/// Anthropic's event sequence, the deltas paced as OpenAI's chunks are.
-async fn anthropic_events(tx: &mpsc::Sender<Bytes>, start: tokio::time::Instant) {
-    let head = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
-    if tx.send(Bytes::from_static(head.as_bytes())).await.is_err() {
-        return;
-    }
-    for i in 0..EVENTS {
-        if i > 0 {
-            tokio::time::sleep_until(start + EVENT_GAP * i as u32).await;
-        }
-        let event = format!(
+/// What an Anthropic stream sends before its first delta.
+const ANTHROPIC_HEAD: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_bench\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-sonnet-4\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":11,\"output_tokens\":1}}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+
+/// Content event `i`, stamped with the time it is written.
+fn delta(api: Api, i: usize) -> String {
+    match api {
+        Api::OpenAi => format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}],\"bench_sent_us\":{}}}\n\n",
+            unix_us()
+        ),
+        Api::Anthropic => format!(
             "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"tok{i} \"}},\"bench_sent_us\":{}}}\n\n",
             unix_us()
-        );
-        if tx.send(Bytes::from(event)).await.is_err() {
-            return;
-        }
+        ),
     }
-    let tail = format!(
-        "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{EVENTS}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
-    );
-    let _ = tx.send(Bytes::from(tail)).await;
+}
+
+/// What a stream sends after its last delta: the usage (OpenAI's only if asked for) and the end.
+fn tail(api: Api, usage: bool) -> String {
+    match api {
+        Api::OpenAi => {
+            let mut tail = String::new();
+            if usage {
+                tail.push_str(&format!(
+                    "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{{\"prompt_tokens\":11,\"completion_tokens\":{EVENTS},\"total_tokens\":{}}},\"bench_sent_us\":{}}}\n\n",
+                    11 + EVENTS,
+                    unix_us()
+                ));
+            }
+            tail.push_str("data: [DONE]\n\n");
+            tail
+        }
+        Api::Anthropic => format!(
+            "event: content_block_stop\ndata: {{\"type\":\"content_block_stop\",\"index\":0}}\n\nevent: message_delta\ndata: {{\"type\":\"message_delta\",\"delta\":{{\"stop_reason\":\"end_turn\",\"stop_sequence\":null}},\"usage\":{{\"output_tokens\":{EVENTS}}}}}\n\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        ),
+    }
 }
 
 /// A response body whose chunks come from a channel, each sent as soon as it is written.
