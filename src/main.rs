@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     /// Every layout, plain or not, comes back aligned, zeroed when asked, and keeps its bytes
-    /// across a realloc that crosses from one kind of call to the other.
+    /// across reallocs that cross from one kind of call to the other, both ways.
     #[test]
     fn blocks_have_their_alignment() {
         let sizes = [1, 7, 8, 24, 48, 100, 1000, 1500, 4096, 5000, 70_000];
@@ -110,19 +110,26 @@ mod tests {
                     kept.push(p);
                 }
                 for p in kept {
-                    let grown = size * 3 + 1;
-                    // SAFETY: `p` is live with `layout`; `grown` is non-zero.
-                    let q = unsafe { ALLOCATOR.realloc(p, layout, grown) };
-                    assert!(!q.is_null());
-                    assert_eq!(q as usize % align, 0, "realloc {size}->{grown}/{align}");
-                    // SAFETY: the first `size` bytes were copied over.
-                    let bytes = unsafe { std::slice::from_raw_parts(q, size) };
-                    assert!(
-                        bytes.iter().all(|&b| b == 0xa5),
-                        "{size}/{align} lost bytes"
-                    );
-                    let layout = Layout::from_size_align(grown, align).expect("valid layout");
-                    // SAFETY: `q` is live with the grown layout.
+                    // First to a size no alignment over 1 divides (from a plain block to the
+                    // aligned call, for alignments 2-16), then to a multiple of the alignment
+                    // (from an aligned block, maybe over-allocated, to the plain call).
+                    let mut live = (p, layout);
+                    for new_size in [size * 3 + 1, (size * 7).next_multiple_of(align)] {
+                        let (p, layout) = live;
+                        // SAFETY: `p` is live with `layout`; `new_size` is non-zero.
+                        let q = unsafe { ALLOCATOR.realloc(p, layout, new_size) };
+                        assert!(!q.is_null());
+                        assert_eq!(q as usize % align, 0, "{size}->{new_size}/{align}");
+                        // SAFETY: the first `size` bytes were copied over.
+                        let bytes = unsafe { std::slice::from_raw_parts(q, size) };
+                        assert!(
+                            bytes.iter().all(|&b| b == 0xa5),
+                            "{size}->{new_size}/{align} lost bytes"
+                        );
+                        live = (q, Layout::from_size_align(new_size, align).expect("valid"));
+                    }
+                    let (q, layout) = live;
+                    // SAFETY: `q` is live with `layout`.
                     unsafe { ALLOCATOR.dealloc(q, layout) };
                 }
             }
