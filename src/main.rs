@@ -15,8 +15,9 @@ static ALLOCATOR: Allocator = Allocator;
 ///
 /// The `mimalloc` crate passes every allocation to `mi_malloc_aligned`, and mimalloc 3 takes
 /// its plain path there only for power-of-two sizes up to 1 KiB: any other block over 1 KiB
-/// (hyper's buffers, the request body) was over-allocated by its alignment, its page marked as
-/// holding interior pointers, and its free made slower (purpleprotocol/mimalloc_rust#170).
+/// (hyper's 8 KiB read and header buffers among them) was over-allocated by its alignment, its
+/// page marked as holding interior pointers, and its free made slower
+/// (purpleprotocol/mimalloc_rust#170).
 /// Every mimalloc block is aligned to 16 bytes or, for sizes under 16, to the size's own
 /// multiple of 8, so a size that is a multiple of an alignment of at most 16 needs nothing
 /// more than `mi_malloc`. Measured with `bench/cpu.sh` (callgrind, release builds without
